@@ -1,0 +1,16 @@
+"""Test a trained head: python eval.py ckpt_path=outputs/train/runs/<run>/checkpoints/<name>.ckpt"""
+
+import hydra
+from omegaconf import DictConfig
+
+from daamlab.runs import run_cli
+from daamlab.training import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    run_cli(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    main()

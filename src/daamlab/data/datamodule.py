@@ -1,0 +1,157 @@
+"""FeatureDataModule: split/fold selection over a FeatureSet -> batches (x: (B, N, d) float32, y: (B,)).
+
+Protocols (every one a config key):
+- `fold: null`: the source's own `train` / `test` splits (CIFAR-100, AG News, toy).
+- `fold: k`: leave-one-group-out; test = rows whose group is `fold_groups[k-1]` (IEMOCAP: Session k),
+  train = every other group. Groups default to the sorted distinct groups of the data.
+- `dev_fraction: 0` validates on the test rows, as the paper does (its reported number is the best
+  validation accuracy, i.e. selected on the test split). `dev_fraction > 0` holds out that share of
+  the training *items* (by id, so chunks of one utterance stay together) as an honest dev split.
+Batches are gathered with one fancy index per batch (`__getitems__`), no per-item Python work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from daamlab.data.features import FeatureSet, FeatureSplit
+from daamlab.errors import DaamlabError
+
+
+class ArrayDataset(Dataset):
+    def __init__(self, split: FeatureSplit, rows: np.ndarray) -> None:
+        self.split, self.rows = split, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.sort(self.rows[np.asarray(index)])  # sorted reads are sequential on a memmap
+        x = torch.from_numpy(np.ascontiguousarray(self.split.features[rows], dtype=np.float32))
+        y = torch.from_numpy(self.split.labels[rows])
+        return x, y
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
+
+
+def _batch(items: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return items  # __getitems__ already returns the batch
+
+
+def concat(splits: Sequence[FeatureSplit]) -> FeatureSplit:
+    if len(splits) == 1:
+        return splits[0]
+    return FeatureSplit(
+        np.concatenate([s.features for s in splits]),
+        np.concatenate([s.labels for s in splits]),
+        np.concatenate([s.ids for s in splits]),
+        np.concatenate([s.groups for s in splits]),
+    )
+
+
+class FeatureDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        load: Callable[[], FeatureSet],
+        *,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        fold: int | None = None,
+        fold_groups: Sequence[str] | None = None,
+        dev_fraction: float = 0.0,
+        split_seed: int = 0,
+        prepare: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.load, self.prepare = load, prepare
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.fold, self.fold_groups = fold, list(fold_groups) if fold_groups else None
+        self.dev_fraction, self.split_seed = dev_fraction, split_seed
+        self.data: FeatureSet | None = None
+
+    def prepare_data(self) -> None:  # rank 0 only: build a missing cache
+        if self.prepare is not None:
+            self.prepare()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.data is not None:
+            return
+        self.data = self.load()
+        (train, train_rows), (test, test_rows) = self._train_test(self.data)
+        train_rows, val_rows = self._dev_split(train, train_rows)
+        self.train_set = ArrayDataset(train, train_rows)
+        self.val_set = ArrayDataset(train, val_rows) if val_rows is not None else ArrayDataset(test, test_rows)
+        self.test_set = ArrayDataset(test, test_rows)
+
+    def _train_test(self, data: FeatureSet) -> tuple[tuple[FeatureSplit, np.ndarray], ...]:
+        """(split, row indices) for train and test; rows index the split, nothing is copied."""
+        if self.fold is None:
+            missing = {"train", "test"} - set(data.splits)
+            if missing:
+                raise DaamlabError(
+                    f"data '{data.name}' has splits {sorted(data.splits)}, not {sorted(missing)}; "
+                    "it is a grouped dataset: choose a fold with data.fold=1..K"
+                )
+            train, test = data.splits["train"], data.splits["test"]
+            return (train, np.arange(len(train))), (test, np.arange(len(test)))
+        rows = concat(list(data.splits.values()))
+        groups = self.fold_groups or sorted(set(rows.groups.tolist()))
+        if not 1 <= self.fold <= len(groups):
+            raise DaamlabError(
+                f"data.fold={self.fold} is out of range: '{data.name}' has {len(groups)} folds "
+                f"({', '.join(groups)}); use data.fold=1..{len(groups)}"
+            )
+        held_out = rows.groups == groups[self.fold - 1]
+        if not held_out.any():
+            raise DaamlabError(f"fold {self.fold}: no rows in group '{groups[self.fold - 1]}'")
+        return (rows, np.flatnonzero(~held_out)), (rows, np.flatnonzero(held_out))
+
+    def _dev_split(self, train: FeatureSplit, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.dev_fraction <= 0:
+            return rows, None
+        items = np.unique(train.ids[rows])
+        rng = np.random.default_rng(self.split_seed)
+        dev_items = rng.choice(items, size=max(1, round(self.dev_fraction * len(items))), replace=False)
+        is_dev = np.isin(train.ids[rows], dev_items)
+        return rows[~is_dev], rows[is_dev]
+
+    @property
+    def num_layers(self) -> int:
+        return self.data.num_layers
+
+    @property
+    def dim(self) -> int:
+        return self.data.dim
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.class_names)
+
+    def _loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=_batch,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)

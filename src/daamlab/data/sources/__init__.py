@@ -1,0 +1,24 @@
+"""Data sources: one module per dataset, each with `build(cfg.data) -> Source` (see base.py)."""
+
+from __future__ import annotations
+
+import importlib
+
+from omegaconf import DictConfig
+
+from daamlab.data.sources.base import Item, Source, waveform_16k
+from daamlab.errors import DaamlabError
+
+
+def build_source(cfg: DictConfig) -> Source:
+    name = cfg.get("source", cfg.name)
+    try:
+        module = importlib.import_module(f"daamlab.data.sources.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"daamlab.data.sources.{name}":
+            raise
+        raise DaamlabError(f"unknown data source '{name}'; see configs/data/") from None
+    return module.build(cfg)
+
+
+__all__ = ["Item", "Source", "build_source", "waveform_16k"]

@@ -1,0 +1,138 @@
+"""train(cfg) and evaluate(cfg): what train.py and eval.py run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from daamlab.data import build_datamodule
+from daamlab.errors import DaamlabError
+from daamlab.models.classifier import Classifier
+from daamlab.runs import print_config, save_array, write_json
+
+log = logging.getLogger(__name__)
+
+
+def _plain(node) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def check_config(cfg: DictConfig) -> None:
+    lr = cfg.optim.lr
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise DaamlabError(f"optim.lr must be a number > 0, got {lr!r}; e.g. optim.lr=1e-4")
+    bs = cfg.data.batch_size
+    if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        raise DaamlabError(f"data.batch_size must be a whole number >= 1, got {bs!r}")
+
+
+def _instantiate_all(node: DictConfig | None) -> list:
+    """Every `_target_` entry of a callbacks/logger group, in order; a group set to null gives []."""
+    if not node:
+        return []
+    return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def build_model(cfg: DictConfig, dm) -> Classifier:
+    return Classifier(
+        num_layers=dm.num_layers,
+        dim=dm.dim,
+        num_classes=dm.num_classes,
+        attention=_plain(cfg.attention),
+        decoder=_plain(cfg.decoder),
+        loss=_plain(cfg.loss),
+        optim=_plain(cfg.optim),
+    )
+
+
+def run_summary(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
+    return {
+        "modality": cfg.modality_name,
+        "data": cfg.data.name,
+        "fold": cfg.data.get("fold"),
+        "seed": cfg.seed,
+        "attention": cfg.attention.name,
+        "decoder": cfg.decoder.name,
+        "tags": list(cfg.tags),
+        "params": model.param_counts,
+    }
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = Path(cfg.paths.output_dir)
+    print_config(cfg, out_dir)
+    check_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    started = time.time()
+
+    dm = build_datamodule(cfg)
+    dm.prepare_data()
+    dm.setup("fit")
+    model = build_model(cfg, dm)
+    summary = run_summary(cfg, model)
+    log.info("trainable parameters: %s", summary["params"])
+
+    callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+
+    test: dict[str, float] = {}
+    if cfg.get("test", True):
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint; testing the current weights")
+        results = trainer.test(model, datamodule=dm, ckpt_path=best or None, weights_only=True)
+        test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
+
+    if trainer.is_global_zero:
+        if model.gated:
+            save_array(out_dir / "gates.npy", model.best_gates.cpu().numpy())
+        metrics = {
+            **summary,
+            "status": "complete",
+            "best_val_acc": float(model.best_val_acc),
+            "best_epoch": int(model.best_epoch),
+            "epochs": trainer.current_epoch,
+            "test": test,
+            "wall_time_s": round(time.time() - started, 2),
+            "data_info": dm.data.info,
+        }
+        write_json(out_dir / "metrics.json", metrics)
+        log.info("best val acc %.4f (epoch %d); test %s", metrics["best_val_acc"], metrics["best_epoch"], test)
+        return metrics
+    return {}
+
+
+def _run_config(ckpt: Path) -> DictConfig:
+    """The training run's resolved config, saved beside its checkpoints/ folder."""
+    path = ckpt.resolve().parent.parent / "config.yaml"
+    if not path.is_file():
+        raise DaamlabError(f"{path} not found: eval.py needs the config.yaml that train.py saved in the run directory")
+    return OmegaConf.load(path)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on its run's test split; the data protocol comes from the run's own config."""
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise DaamlabError(f"ckpt_path={ckpt} is not a file; point it at a run's checkpoints/*.ckpt")
+    run_cfg = _run_config(ckpt)
+    run_cfg.paths.output_dir = cfg.paths.output_dir
+    out_dir = Path(cfg.paths.output_dir)
+    print_config(cfg, out_dir)
+    dm = build_datamodule(run_cfg)
+    dm.setup("test")
+    model = Classifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    results = trainer.test(model, datamodule=dm)
+    test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
+    metrics = {**run_summary(run_cfg, model), "ckpt_path": str(ckpt), "test": test}
+    write_json(out_dir / "eval_metrics.json", metrics)
+    return metrics

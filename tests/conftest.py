@@ -1,0 +1,45 @@
+"""Shared test set-up: offline, no W&B network, small Hydra compositions."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def compose():
+    """compose(overrides, config_name="train") -> DictConfig with the hydra node, as train.py sees it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    def _compose(overrides: list[str] = (), config_name: str = "train"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
+            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run an entry point as a user would; outputs go wherever the args say (tests pass paths.log_dir)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
