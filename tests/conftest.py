@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def compose():
-    """compose(overrides, config_name="train") -> DictConfig with the hydra node, as train.py sees it."""
+    """compose(overrides, config_name="train") -> DictConfig as train.py sees it (no hydra node;
+    tests set paths.output_dir themselves)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -26,7 +27,7 @@ def compose():
     def _compose(overrides: list[str] = (), config_name: str = "train"):
         GlobalHydra.instance().clear()
         with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
-            return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
 
     yield _compose
     GlobalHydra.instance().clear()

@@ -1,0 +1,109 @@
+"""Training end to end on the toy modality: configs, metrics.json, determinism, eval, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from omegaconf import open_dict
+
+from tests.conftest import run_script
+from daamlab.attention import ATTENTION, GATED
+from daamlab.data import build_datamodule
+from daamlab.errors import DaamlabError
+from daamlab.training import build_model, train
+
+SMALL = [
+    "data.num_train=240",
+    "data.num_test=80",
+    "trainer.max_epochs=2",
+    "decoder.channels=32",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def small_cfg(compose, tmp_path, *overrides):
+    cfg = compose([*SMALL, *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION))
+def test_every_attention_config_composes_and_builds(compose, name):
+    cfg = compose([f"attention={name}"])
+    assert cfg.attention.name == name
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    model = build_model(cfg, dm)
+    x, y = next(iter(dm.train_dataloader()))
+    assert model(x).shape == (cfg.data.batch_size, cfg.data.num_classes)
+    assert model.gated == (name in GATED)
+
+
+def test_train_writes_metrics_and_gates(compose, tmp_path):
+    metrics = train(small_cfg(compose, tmp_path, "attention=daam"))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["status"] == "complete" and saved["attention"] == "daam" and saved["modality"] == "toy"
+    assert saved["params"]["attention"] == 2 * 8 * 64  # 2 g d
+    assert 0.25 < saved["best_val_acc"] <= 1.0
+    # the paper's protocol validates on the test split and tests the best checkpoint: they agree
+    assert saved["test"]["acc"] == pytest.approx(saved["best_val_acc"], abs=1e-6)
+    gates = np.load(tmp_path / "gates.npy")
+    assert gates.shape == (24, 64) and (gates > 0).all() and (gates <= 1).all()
+    assert (tmp_path / "config.yaml").is_file() and list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(compose, tmp_path):
+    a = train(small_cfg(compose, tmp_path / "a", "attention=mhsa"))
+    b = train(small_cfg(compose, tmp_path / "b", "attention=mhsa"))
+    c = train(small_cfg(compose, tmp_path / "c", "attention=mhsa", "seed=7"))
+    assert a["test"] == b["test"] and a["best_val_acc"] == b["best_val_acc"]
+    assert a["test"] != c["test"]
+    assert not (tmp_path / "a" / "gates.npy").exists()  # mhsa has no gates
+
+
+def test_dev_split_keeps_test_unseen(compose, tmp_path):
+    m = train(small_cfg(compose, tmp_path, "data.dev_fraction=0.25"))
+    assert m["test"]["acc"] != pytest.approx(m["best_val_acc"], abs=1e-9)  # selected on dev, not on test
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["attention.num_heads=5"], "num_heads=5 does not divide the encoder's 24 layers"),
+        (["decoder.map_shape=[7,7]"], r"decoder.map_shape=\[7, 7\] holds 49 values but each layer has 64"),
+        (["optim.lr=-0.1"], "optim.lr must be a number > 0, got -0.1"),
+        (["optim.lr=fast"], "optim.lr must be a number > 0, got 'fast'"),
+        (["data.batch_size=0"], "data.batch_size must be a whole number >= 1"),
+        (["data.fold=9"], "data.fold=9 is out of range: 'toy' has 5 folds"),
+    ],
+)
+def test_bad_input_is_one_clear_error(compose, tmp_path, overrides, message):
+    with pytest.raises(DaamlabError, match=message):
+        train(small_cfg(compose, tmp_path, *overrides))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    r = run_script("train.py", "attention.num_heads=5", f"paths.log_dir={tmp_path}", "logger=none")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("daamlab: error: DAAM: num_heads=5 does not divide")
+    assert "Traceback" not in r.stderr
+    r = run_script("train.py", "attention=daam3", f"paths.log_dir={tmp_path}")
+    assert r.returncode != 0 and "Could not find 'attention/daam3'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_reproduces_the_test_metrics(tmp_path):
+    r = run_script("train.py", *SMALL, f"hydra.run.dir={tmp_path}/run")
+    assert r.returncode == 0, r.stderr[-2000:]
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
+    r = run_script("eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/eval", "trainer.enable_progress_bar=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
+    assert evaluated["test"]["acc"] == pytest.approx(trained["test"]["acc"], abs=1e-6)
+    assert evaluated["attention"] == "daam" and evaluated["params"] == trained["params"]
