@@ -56,9 +56,10 @@ class GQDAAM(nn.Module):
         embed_dim: int = 512,
         query_heads: int = 8,
         kv_heads: int = 2,
+        fused: bool = True,
     ) -> None:
         super().__init__()
-        self.daam = DAAM(num_layers=num_layers, dim=dim, num_heads=num_heads)
+        self.daam = DAAM(num_layers=num_layers, dim=dim, num_heads=num_heads, fused=fused)
         self.proj = nn.Linear(dim, embed_dim)
         self.gqa = GroupedQueryAttention(embed_dim=embed_dim, query_heads=query_heads, kv_heads=kv_heads)
         self.out_layers, self.out_dim = num_layers, embed_dim

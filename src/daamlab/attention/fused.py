@@ -1,0 +1,86 @@
+"""Fused DAAM: the gate's forward and backward without the intermediates autograd would keep.
+
+Plain autograd over `DAAM.gates` keeps about eight (B, N, d)-sized tensors alive between forward and
+backward (x^2, x - mu, z, z^2, w, ...). This custom autograd Function saves x and three per-group
+statistics, (B, g, 1, d): mu, r = 1/sqrt(|E[x^2] - mu^2| + 1e-8 + 1e-5) and the sign of
+E[x^2] - mu^2; backward recomputes z and w. The gradient, written out (n = layers per head, sums over
+the n layers of a group, gw = the gradient reaching the gates, gy * x from y = x * w):
+
+    gz     = gw * w * (-z / xi)                      gxi = sum_{B,n}(gw * w * z^2) / (2 xi^2)
+    S      = sum_n(gz) * r                           gdelta = -sum_B(S)
+    gs2    = sign * sum_n(gz * (x - mu - delta)) * (-r^3 / 2)      (the gradient reaching E[x^2])
+    gx     = gy * w + gz * r + (2 * gs2 * (x - mu) - S) / n
+
+Eagerly it runs about as fast as plain autograd (both are chains of memory-bound passes) with a
+fraction of the memory; under `torch.compile` (the `compile` config key) dynamo traces this Function
+and inductor turns forward and backward into a few fused loops: the speed-up in benchmarks/daam.py.
+"""
+
+from __future__ import annotations
+
+import torch
+
+VAR_FLOOR = 1e-8  # added after |var| (Algorithm 1, line 6)
+NORM_EPS = 1e-5  # inside the square root (Algorithm 1, line 8)
+
+
+def gate_forward(
+    xh: torch.Tensor, delta: torch.Tensor, xi: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """xh: (B, g, n, d); delta, xi: (g, 1, d) -> y, w: (B, g, n, d); mu, r, sign: (B, g, 1, d)."""
+    mu = xh.mean(dim=2, keepdim=True)
+    raw_var = xh.square().mean(dim=2, keepdim=True) - mu.square()  # E[x^2] - mu^2, as published
+    r = torch.rsqrt(raw_var.abs() + (VAR_FLOOR + NORM_EPS))
+    w = torch.exp(((xh - (mu + delta)) * r).square() / (-2 * xi))
+    return xh * w, w, mu, r, raw_var.sign()
+
+
+def gate_backward(
+    gy: torch.Tensor,
+    gw_out: torch.Tensor | None,
+    xh: torch.Tensor,
+    mu: torch.Tensor,
+    r: torch.Tensor,
+    sign: torch.Tensor,
+    delta: torch.Tensor,
+    xi: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for xh (B, g, n, d), delta and xi (g, 1, d), from gy (and gw_out when the gates are used)."""
+    n = xh.shape[2]
+    c = xh - (mu + delta)  # (B, g, n, d)
+    z = c * r
+    w = torch.exp(z.square() / (-2 * xi))
+    gw = gy * xh if gw_out is None else gy * xh + gw_out
+    gww = gw * w
+    gz = gww * z / -xi
+    gxi = (gww * z.square()).sum(dim=(0, 2)).unsqueeze(1) / (2 * xi.square())  # (g, 1, d)
+    sum_gz_r = gz.sum(dim=2, keepdim=True) * r  # (B, g, 1, d)
+    gdelta = -sum_gz_r.sum(dim=0)
+    gs2 = sign * (gz * c).sum(dim=2, keepdim=True) * (-0.5 * r.pow(3))  # the gradient reaching E[x^2]
+    gx = gy * w + gz * r + (2 * gs2 * (xh - mu) - sum_gz_r) / n
+    return gx, gdelta, gxi
+
+
+class FusedDAAMGate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, xh, delta, xi):
+        y, w, mu, r, sign = gate_forward(xh, delta, xi)
+        ctx.save_for_backward(xh, mu, r, sign, delta, xi)  # one (B, N, d) tensor, the rest per group
+        ctx.set_materialize_grads(False)  # gw is None when the gates feed nothing differentiable
+        return y, w
+
+    @staticmethod
+    def backward(ctx, gy, gw):
+        xh, mu, r, sign, delta, xi = ctx.saved_tensors
+        if gy is None:  # only the gates were used
+            gy = torch.zeros_like(xh)
+        gx, gdelta, gxi = gate_backward(gy, gw, xh, mu, r, sign, delta, xi)
+        return gx, gdelta if ctx.needs_input_grad[1] else None, gxi if ctx.needs_input_grad[2] else None
+
+
+def fused_daam(x: torch.Tensor, delta: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: (B, N, d); delta, xi: (g, d) -> y = x * w and the gates w, both (B, N, d)."""
+    B, N, d = x.shape
+    g = delta.shape[0]
+    y, w = FusedDAAMGate.apply(x.reshape(B, g, N // g, d), delta[:, None], xi[:, None])  # (B, g, n, d)
+    return y.reshape(B, N, d), w.reshape(B, N, d)
