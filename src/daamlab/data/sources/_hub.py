@@ -48,7 +48,7 @@ def load_splits(cfg: DictConfig, title: str):
                 dataset = datasets.load_dataset(str(local))
         except (OSError, ValueError) as e:
             raise DaamlabError(
-                f"{where} could not be read as a {title} dataset ({_first_line(e)}); expected a save_to_disk "
+                f"{where} could not be read as {title} data ({_first_line(e)}); expected a save_to_disk "
                 "folder (with dataset_dict.json) or a folder of parquet files named train-*/test-*"
             ) from None
     else:
