@@ -103,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "test": test,
             "wall_time_s": round(time.time() - started, 2),
             "data_info": dm.data.info,
+            "splits": dm.split_summary,  # rows, items, groups, per-class counts of train/val/test
         }
         write_json(out_dir / "metrics.json", metrics)
         log.info("best val acc %.4f (epoch %d); test %s", metrics["best_val_acc"], metrics["best_epoch"], test)
