@@ -12,6 +12,7 @@ Batches are gathered with one fancy index per batch (`__getitems__`), no per-ite
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -21,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from daamlab.data.features import FeatureSet, FeatureSplit
 from daamlab.errors import DaamlabError
+
+log = logging.getLogger(__name__)
 
 
 class ArrayDataset(Dataset):
@@ -43,6 +46,17 @@ class ArrayDataset(Dataset):
 
 def _batch(items: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return items  # __getitems__ already returns the batch
+
+
+def summarize(split: FeatureSplit, rows: np.ndarray, class_names: Sequence[str]) -> dict:
+    """Rows, distinct items, groups and per-class row counts of a selection (logged, for metrics.json)."""
+    counts = np.bincount(split.labels[rows], minlength=len(class_names))
+    return {
+        "rows": len(rows),
+        "items": len(np.unique(split.ids[rows])),
+        "groups": sorted(set(split.groups[rows].tolist())),
+        "classes": {name: int(n) for name, n in zip(class_names, counts, strict=True)},
+    }
 
 
 def concat(splits: Sequence[FeatureSplit]) -> FeatureSplit:
@@ -77,6 +91,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.fold, self.fold_groups = fold, list(fold_groups) if fold_groups else None
         self.dev_fraction, self.split_seed = dev_fraction, split_seed
         self.data: FeatureSet | None = None
+        self.split_summary: dict[str, dict] = {}  # train/val/test -> rows, items, groups, per-class counts
 
     def prepare_data(self) -> None:  # rank 0 only: build a missing cache
         if self.prepare is not None:
@@ -91,6 +106,23 @@ class FeatureDataModule(L.LightningDataModule):
         self.train_set = ArrayDataset(train, train_rows)
         self.val_set = ArrayDataset(train, val_rows) if val_rows is not None else ArrayDataset(test, test_rows)
         self.test_set = ArrayDataset(test, test_rows)
+        self.split_summary = {
+            "train": summarize(train, train_rows, self.data.class_names),
+            "val": summarize(
+                *((train, val_rows) if val_rows is not None else (test, test_rows)), self.data.class_names
+            ),
+            "test": summarize(test, test_rows, self.data.class_names),
+        }
+        for name, summary in self.split_summary.items():
+            log.info(
+                "%s %s: %d rows, %d items, groups %s; per class: %s",
+                self.data.name,
+                name,
+                summary["rows"],
+                summary["items"],
+                ",".join(summary["groups"]),
+                ", ".join(f"{c} {n}" for c, n in summary["classes"].items()),
+            )
 
     def _train_test(self, data: FeatureSet) -> tuple[tuple[FeatureSplit, np.ndarray], ...]:
         """(split, row indices) for train and test; rows index the split, nothing is copied."""
@@ -104,11 +136,17 @@ class FeatureDataModule(L.LightningDataModule):
             train, test = data.splits["train"], data.splits["test"]
             return (train, np.arange(len(train))), (test, np.arange(len(test)))
         rows = concat(list(data.splits.values()))
-        groups = self.fold_groups or sorted(set(rows.groups.tolist()))
-        if not 1 <= self.fold <= len(groups):
+        present = sorted(set(rows.groups.tolist()))
+        groups = self.fold_groups or present
+        if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 1 <= self.fold <= len(groups):
             raise DaamlabError(
-                f"data.fold={self.fold} is out of range: '{data.name}' has {len(groups)} folds "
+                f"data.fold={self.fold!r} is not a fold: '{data.name}' has {len(groups)} folds "
                 f"({', '.join(groups)}); use data.fold=1..{len(groups)}"
+            )
+        unknown = sorted(set(present) - set(groups))
+        if unknown:  # rows no fold would ever test on: a typo in fold_groups, not a silent extra training set
+            raise DaamlabError(
+                f"'{data.name}' has rows in groups {unknown} that data.fold_groups={groups} does not list"
             )
         held_out = rows.groups == groups[self.fold - 1]
         if not held_out.any():
@@ -116,7 +154,12 @@ class FeatureDataModule(L.LightningDataModule):
         return (rows, np.flatnonzero(~held_out)), (rows, np.flatnonzero(held_out))
 
     def _dev_split(self, train: FeatureSplit, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.dev_fraction <= 0:
+        if not 0 <= self.dev_fraction < 1:
+            raise DaamlabError(
+                f"data.dev_fraction={self.dev_fraction} must be in [0, 1): the share of training items "
+                "held out for validation"
+            )
+        if self.dev_fraction == 0:
             return rows, None
         items = np.unique(train.ids[rows])
         rng = np.random.default_rng(self.split_seed)
