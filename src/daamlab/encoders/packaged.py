@@ -11,22 +11,25 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from daamlab.errors import DaamlabError
 
 DEMO_INSTALL = "pip install -e '.[demo]' (or `make run`)"
 
 
-def package_file(spec: str, pip_name: str) -> Path:
-    """The file `spec` = '<package>/<relative path>' of an installed package; a clear error when absent."""
+def package_path(spec: str, pip_name: str) -> Path:
+    """The path `spec` = '<package>/<relative path>' inside an installed package (it may not exist)."""
     package, _, relative = spec.partition("/")
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise DaamlabError(
             f"the PyPI package '{pip_name}' is not installed (needed for {spec}); install it: {DEMO_INSTALL}"
         )
-    path = Path(next(iter(found.submodule_search_locations))) / relative
+    return Path(next(iter(found.submodule_search_locations))) / relative
+
+
+def package_file(spec: str, pip_name: str) -> Path:
+    """The file `spec` = '<package>/<relative path>' of an installed package; a clear error when absent."""
+    path = package_path(spec, pip_name)
     if not path.is_file():
         raise DaamlabError(
             f"{path} is missing from the package '{pip_name}'; "
@@ -46,8 +49,3 @@ def read_checked(paths: Sequence[Path], sha256: str, what: str) -> bytes:
             "or update the config's sha256 once you have checked the new weights"
         )
     return data
-
-
-def pick_device(device: str | None) -> torch.device:
-    """`null` in a config: CUDA when present, else CPU."""
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

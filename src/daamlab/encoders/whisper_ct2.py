@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from daamlab.encoders.packaged import package_file, pick_device, read_checked
+from daamlab.encoders.hf import resolve_device
+from daamlab.encoders.packaged import package_file, read_checked
 from daamlab.errors import DaamlabError
 
 SAMPLE_RATE = 16000
@@ -161,10 +162,12 @@ def clip_frames(num_samples: int) -> int:
 class WhisperCT2Encoder:
     """LayerEncoder: 16 kHz waveforms -> (B, N, d), each layer mean-pooled over the clip's frames."""
 
-    def __init__(self, name: str, model: WhisperEncoderLayers, sha256: str, device: torch.device) -> None:
+    def __init__(
+        self, name: str, model: WhisperEncoderLayers, sha256: str, device: torch.device, batch_size: int
+    ) -> None:
         from transformers import WhisperFeatureExtractor
 
-        self.name, self.sha256, self.device = name, sha256, device
+        self.name, self.sha256, self.device, self.batch_size = name, sha256, device, batch_size
         self.model = model.to(device)
         self.num_layers = len(model.blocks)
         self.dim = model.final_norm.normalized_shape[0]
@@ -221,6 +224,7 @@ def build(cfg: DictConfig) -> WhisperCT2Encoder:
     if len(cfg.model_files) != len(cfg.pip):
         raise DaamlabError("encoder.model_files and encoder.pip must have one entry per file")
     paths = [package_file(spec, pip_name) for spec, pip_name in zip(cfg.model_files, cfg.pip, strict=True)]
-    data = read_checked(paths, cfg.sha256, f"encoder '{cfg.name}'")
+    data = read_checked(paths, cfg.sha256, f"encoder '{cfg.model}'")
     model = load_ct2_whisper_encoder(read_ct2_model(data))
-    return WhisperCT2Encoder(cfg.name, model, cfg.sha256, pick_device(cfg.get("device")))
+    device = torch.device(resolve_device(cfg.device))
+    return WhisperCT2Encoder(cfg.model, model, cfg.sha256, device, cfg.batch_size)

@@ -72,28 +72,33 @@ class FashionMnistSource:
         self.root, self.sizes, self.subset_seed = root, sizes, subset_seed
         self.skipped: list[tuple[str, str]] = []  # nothing is skipped: the idx files are read whole
         digest = hashlib.sha256()
-        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for split, (images_file, labels_file) in FILES.items():
-            raw_images, raw_labels = (
-                gzip.decompress((root / f).read_bytes()) for f in (images_file, labels_file)
-            )
-            digest.update(raw_images + raw_labels)
-            self._arrays[split] = read_idx(raw_images), read_idx(raw_labels)
-        self.version = (
-            f"fashion_mnist-1-{digest.hexdigest()[:12]}-{sizes['train']}-{sizes['test']}-{subset_seed}"
-        )
-        rng = np.random.default_rng(subset_seed)
-        self.rows = {split: balanced_subset(self._arrays[split][1], sizes[split], rng) for split in FILES}
+        for pair in FILES.values():  # the compressed files: cheap, and enough to tell copies apart
+            for f in pair:
+                digest.update((root / f).read_bytes())
+        subset = f"{sizes['train']}-{sizes['test']}-{subset_seed}"
+        self.version = f"fashion_mnist-1-{digest.hexdigest()[:12]}-{subset}"
+        self._loaded: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+
+    def _load(self) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """split -> (images, labels, the subset's rows); decoded on first use (a cached run needs none)."""
+        if self._loaded is None:
+            rng = np.random.default_rng(self.subset_seed)
+            self._loaded = {}
+            for split, (images_file, labels_file) in FILES.items():
+                images = read_idx(gzip.decompress((self.root / images_file).read_bytes()))
+                labels = read_idx(gzip.decompress((self.root / labels_file).read_bytes()))
+                self._loaded[split] = images, labels, balanced_subset(labels, self.sizes[split], rng)
+        return self._loaded
 
     def splits(self) -> list[str]:
         return list(FILES)
 
     def num_items(self, split: str) -> int | None:
-        return len(self.rows[split])
+        return len(self._load()[split][2])
 
     def items(self, split: str) -> Iterator[Item]:
-        images, labels = self._arrays[split]
-        for i in self.rows[split]:
+        images, labels, rows = self._load()[split]
+        for i in rows:
             image = Image.fromarray(images[i]).convert("RGB")
             yield Item(id=f"{split}_{i:05d}", group=split, label=CLASS_NAMES[labels[i]], input=image)
 
