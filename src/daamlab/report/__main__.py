@@ -1,0 +1,38 @@
+"""python -m daamlab.report <run dirs | multirun dirs | any folder above them> [--out DIR] [--paper FILE]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from daamlab.errors import DaamlabError
+from daamlab.report import PAPER_RESULTS, build_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m daamlab.report", description=__doc__)
+    parser.add_argument(
+        "paths", nargs="+", type=Path, help="run directories, multirun directories, or folders above"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("outputs/report"), help="where report.md/.csv/PNGs go"
+    )
+    parser.add_argument(
+        "--paper",
+        default=str(PAPER_RESULTS),
+        help="the paper's numbers (YAML); 'none' leaves the paper column out",
+    )
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(args.paths, args.out, None if args.paper == "none" else Path(args.paper))
+    except DaamlabError as e:
+        print(f"daamlab: error: {e}", file=sys.stderr)
+        return 2
+    print(report.read_text())
+    print(f"written: {report} (+ report.csv and figures in {args.out})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

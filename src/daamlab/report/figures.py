@@ -1,0 +1,64 @@
+"""PNG figures for the report (matplotlib, Agg): accuracy per variant, and Importance Factor heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from daamlab.importance import plot_importance
+from daamlab.report.aggregate import Row, Section
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def accuracy_figure(section: Section, path: Path) -> Path | None:
+    """Ours (circles, mean ± population std) beside the paper's printed mean ± std (diamonds)."""
+    rows = [r for r in section.rows if r.val_acc() is not None]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.4))
+    y = np.arange(len(rows))
+    means, stds = zip(*(r.val_acc() for r in rows), strict=True)
+    ax.errorbar(means, y - 0.12, xerr=stds, fmt="o", color="tab:blue", capsize=3, label="ours")
+    with_paper = [(i, r.paper) for i, r in enumerate(rows) if r.paper is not None]
+    if with_paper:
+        idx, paper = zip(*with_paper, strict=True)
+        ax.errorbar(
+            [p.mean for p in paper],
+            np.array(idx) + 0.12,
+            xerr=[p.std or 0.0 for p in paper],
+            fmt="D",
+            color="black",
+            capsize=3,
+            label="paper" if section.compare else f"paper ({section.paper.dataset}, reference)",
+        )
+    ax.set_yticks(y, [r.label for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("best validation accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(section.title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def importance_figure(section: Section, row: Row, path: Path) -> Path | None:
+    """IF of the gates averaged over the row's runs (the paper averages the maps, then applies IF)."""
+    gates = [np.load(r.gates) for r in row.runs if r.status == "complete" and r.gates is not None]
+    if not gates or len({g.shape for g in gates}) != 1:
+        return None
+    layers = row.runs[0].layers
+    title = f"{section.title}: {row.label} (IF, {len(gates)} run{'s' if len(gates) > 1 else ''})"
+    plot_importance(np.mean(gates, axis=0), path, layers, title)
+    return path

@@ -1,0 +1,147 @@
+"""Sections -> report.md (the paper's layout, one table per experiment x dataset) and report.csv."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from daamlab.report.aggregate import TEST_METRICS, Row, Section
+from daamlab.report.collect import Run
+
+STD_NOTE = (
+    "Accuracy in %. Ours: mean ± std over folds/seeds of each run's best validation accuracy (the "
+    "paper's metric); std is the population std (ddof=0), the convention most of the paper's σ follow "
+    "(paper-digest.md §5). Paper: μ ± σ as printed. Δ = ours − paper, in points. Test metrics: the "
+    "best-validation checkpoint on the test split (the same split as validation under the paper's protocol)."
+)
+
+
+def _pm(value: tuple[float, float] | None, n: int | None = None) -> str:
+    if value is None:
+        return "—"
+    mean, std = value
+    return f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {std:.2f}"
+
+
+def _params(row: Row, kind: str) -> str:
+    values = row.params(kind)
+    if not values:
+        return "—"
+    return f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,}"
+
+
+def _paper_cell(row: Row) -> str:
+    if row.paper is None:
+        return "—"
+    return f"{row.paper.mean:.1f}" if row.paper.std is None else f"{row.paper.mean:.1f} ± {row.paper.std:.2f}"
+
+
+def _delta(section: Section, row: Row) -> str:
+    d = section.delta(row)
+    return "—" if d is None else f"{d:+.1f}"
+
+
+def section_markdown(section: Section, figures: dict[str, Path], out_dir: Path) -> list[str]:
+    lines = [f"## {section.title}", ""]
+    if section.paper:
+        lines.append(f"Paper: Table {section.paper.tables} ({section.paper.dataset}).")
+    if section.note:
+        lines.append(section.note)
+    lines.append("")
+    header = ["paper method", "variant", *section.keys, "ours", "paper", "Δ"]
+    header += [f"test {m}" for m in TEST_METRICS] + ["attention params", "trainable params", "n"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in section.rows:
+        if not row.runs:  # a paper method nobody ran
+            cells = [row.paper.method, "(not run)", *["" for _ in section.keys], "—", _paper_cell(row), "—"]
+            cells += ["—"] * len(TEST_METRICS) + ["—", "—", "0"]
+        else:
+            cells = [row.paper.method if row.paper else "", row.label]
+            cells += [f"{row.keys[k]:.1f}" if k in row.keys else "" for k in section.keys]
+            cells += [_pm(row.val_acc(), row.n), _paper_cell(row), _delta(section, row)]
+            cells += [_pm(row.test(m), row.n) for m in TEST_METRICS]
+            cells += [_params(row, "attention"), _params(row, "trainable"), str(row.n)]
+        lines.append("| " + " | ".join(cells) + " |")
+    gaps = [f"{row.label}: {', '.join(row.missing)}" for row in section.rows if row.runs and row.missing]
+    if gaps:
+        lines += ["", "Missing runs (no complete metrics.json): " + "; ".join(gaps) + "."]
+    dups = [f"{row.label}: {', '.join(map(str, row.duplicates))}" for row in section.rows if row.duplicates]
+    if dups:
+        lines += ["", "Duplicate runs, not counted: " + "; ".join(dups) + "."]
+    for name, path in figures.items():
+        lines += ["", f"![{name}]({path.relative_to(out_dir)})"]
+    return lines + [""]
+
+
+def report_markdown(
+    sections: list[Section],
+    runs: list[Run],
+    never_ran: list[tuple[Path, str]],
+    figures: dict[str, dict[str, Path]],
+    out_dir: Path,
+) -> str:
+    counts = {s: sum(r.status == s for r in runs) for s in ("complete", "failed", "incomplete")}
+    lines = [
+        "# daamlab report",
+        "",
+        f"{len(runs)} run directories: {counts['complete']} complete, {counts['failed']} failed, "
+        f"{counts['incomplete']} incomplete; {len(never_ran)} sweep jobs never started.",
+        "",
+        STD_NOTE,
+        "",
+    ]
+    for section in sections:
+        lines += section_markdown(section, figures.get(section.slug, {}), out_dir)
+    bad = [r for r in runs if r.status != "complete"]
+    if bad:
+        lines += ["## Failed or incomplete runs", ""]
+        lines += [f"- `{r.path}`: {r.status}" + (f" ({r.error})" if r.error else "") for r in bad]
+        lines.append("")
+    if never_ran:
+        lines += ["## Sweep jobs that never started", ""]
+        lines += [f"- `{sweep}`: `{job}`" for sweep, job in never_ran]
+        lines.append("")
+    return "\n".join(lines)
+
+
+CSV_FIELDS = [
+    "experiment", "data", "variant", "pick", "paper_method", "paper_table", "n", "missing",
+    "val_acc_mean", "val_acc_std", "paper_mean", "paper_std", "delta",
+    *[f"test_{m}_{s}" for m in TEST_METRICS for s in ("mean", "std")],
+    "params_attention", "params_trainable", "runs",
+]  # fmt: skip
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def write_csv(sections: list[Section], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for section in sections:
+            for row in section.rows:
+                val = row.val_acc()
+                record = {
+                    "experiment": section.experiment or "",
+                    "data": section.data or "",
+                    "variant": row.label if row.runs else "",
+                    "pick": row.pick or "",
+                    "paper_method": row.paper.method if row.paper else "",
+                    "paper_table": row.paper.table if row.paper else "",
+                    "n": row.n,
+                    "missing": " ".join(row.missing),
+                    "val_acc_mean": _num(val[0] if val else None),
+                    "val_acc_std": _num(val[1] if val else None),
+                    "paper_mean": _num(row.paper.mean if row.paper else None),
+                    "paper_std": _num(row.paper.std if row.paper else None),
+                    "delta": _num(section.delta(row)),
+                    "params_attention": " ".join(map(str, row.params("attention"))),
+                    "params_trainable": " ".join(map(str, row.params("trainable"))),
+                    "runs": " ".join(f"{k}={v:.4f}" for k, v in row.keys.items()),
+                }
+                for m in TEST_METRICS:
+                    t = row.test(m)
+                    record[f"test_{m}_mean"], record[f"test_{m}_std"] = _num(t and t[0]), _num(t and t[1])
+                writer.writerow(record)

@@ -1,0 +1,34 @@
+"""What a run sends to its experiment trackers beyond Lightning's per-epoch metrics.
+
+Every logger gets the resolved config and the parameter counts (W&B: the run's config; CSV:
+hparams.yaml). W&B also gets the final numbers in its run summary and the run's figures as images.
+Nothing here imports wandb: with `logger=csv` it is never loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+
+def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:
+    hparams = {**OmegaConf.to_container(cfg, resolve=True), "params": params}
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+
+
+def log_results(loggers: list[Logger], metrics: dict[str, Any], figures: dict[str, Path]) -> None:
+    summary = {
+        "best_val_acc": metrics["best_val_acc"],
+        "best_epoch": metrics["best_epoch"],
+        **{f"params/{k}": v for k, v in metrics["params"].items()},
+        **{f"test/{k}": v for k, v in metrics["test"].items()},
+    }
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(summary)
+            for key, path in figures.items():
+                logger.log_image(key=key, images=[str(path)])
