@@ -15,9 +15,9 @@ from daamlab.errors import DaamlabError
 from daamlab.training import build_model, train
 
 SMALL = [
-    "data.num_train=240",
+    "data.num_train=400",
     "data.num_test=80",
-    "trainer.max_epochs=2",
+    "trainer.max_epochs=3",
     "decoder.channels=32",
     "logger=none",
     "trainer.enable_progress_bar=false",
@@ -79,13 +79,13 @@ def test_dev_split_keeps_test_unseen(compose, tmp_path):
         (["optim.lr=-0.1"], "optim.lr must be a number > 0, got -0.1"),
         (["optim.lr=fast"], "optim.lr must be a number > 0, got 'fast'"),
         (["data.batch_size=0"], "data.batch_size must be a whole number >= 1"),
-        (["data.fold=9"], "data.fold=9 is out of range: 'toy' has 5 folds"),
+        (["data.fold=9"], "data.fold=9 is not a fold: 'toy' has 5 folds"),
     ],
 )
 def test_bad_input_is_one_clear_error(compose, tmp_path, overrides, message):
     with pytest.raises(DaamlabError, match=message):
         train(small_cfg(compose, tmp_path, *overrides))
-    assert not (tmp_path / "metrics.json").exists()
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"  # recorded, not complete
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):

@@ -10,12 +10,22 @@ from daamlab.data.datamodule import FeatureDataModule
 from daamlab.data.features import FeatureSet, FeatureSplit
 from daamlab.data.sources.toy import make_toy
 
-LOADER_KEYS = {"batch_size", "eval_batch_size", "num_workers", "fold", "fold_groups", "dev_fraction", "split_seed"}
+LOADER_KEYS = {
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "fold",
+    "fold_groups",
+    "dev_fraction",
+    "split_seed",
+    "layers",
+}
 
 
 def build_datamodule(cfg: DictConfig) -> FeatureDataModule:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     loader = {k: data.pop(k) for k in LOADER_KEYS if k in data}
+    loader["shuffle_seed"] = cfg.seed  # the run's seed orders the batches (data.split_seed the dev split)
     name = data.pop("name")
     if name == "toy":
         return FeatureDataModule(partial(make_toy, **data), **loader)

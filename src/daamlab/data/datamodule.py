@@ -4,6 +4,8 @@ Protocols (every one a config key):
 - `fold: null`: the source's own `train` / `test` splits (CIFAR-100, AG News, toy).
 - `fold: k`: leave-one-group-out; test = rows whose group is `fold_groups[k-1]` (IEMOCAP: Session k),
   train = every other group. Groups default to the sorted distinct groups of the data.
+- `layers: null` uses every cached layer; a list of layer indices (0-based, along the cache's layer
+  axis) trains on those layers only (the Importance Factor ablation, experiment=paper_layer_ablation).
 - `dev_fraction: 0` validates on the test rows, as the paper does (its reported number is the best
   validation accuracy, i.e. selected on the test split). `dev_fraction > 0` holds out that share of
   the training *items* (by id, so chunks of one utterance stay together) as an honest dev split.
@@ -21,21 +23,25 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from daamlab.data.features import FeatureSet, FeatureSplit
+from daamlab.data.sampling import EpochShuffleSampler
 from daamlab.errors import DaamlabError
 
 log = logging.getLogger(__name__)
 
 
 class ArrayDataset(Dataset):
-    def __init__(self, split: FeatureSplit, rows: np.ndarray) -> None:
-        self.split, self.rows = split, rows
+    def __init__(self, split: FeatureSplit, rows: np.ndarray, layers: Sequence[int] | None = None) -> None:
+        self.split, self.rows, self.layers = split, rows, layers
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitems__(self, index: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = np.sort(self.rows[np.asarray(index)])  # sorted reads are sequential on a memmap
-        x = torch.from_numpy(np.ascontiguousarray(self.split.features[rows], dtype=np.float32))
+        x = self.split.features[rows]
+        if self.layers is not None:
+            x = x[:, self.layers]
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         y = torch.from_numpy(self.split.labels[rows])
         return x, y
 
@@ -82,6 +88,8 @@ class FeatureDataModule(L.LightningDataModule):
         fold_groups: Sequence[str] | None = None,
         dev_fraction: float = 0.0,
         split_seed: int = 0,
+        shuffle_seed: int = 0,
+        layers: Sequence[int] | None = None,
         prepare: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
@@ -89,7 +97,8 @@ class FeatureDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
         self.fold, self.fold_groups = fold, list(fold_groups) if fold_groups else None
-        self.dev_fraction, self.split_seed = dev_fraction, split_seed
+        self.dev_fraction, self.split_seed, self.shuffle_seed = dev_fraction, split_seed, shuffle_seed
+        self.layers = list(layers) if layers is not None else None
         self.data: FeatureSet | None = None
         self.split_summary: dict[str, dict] = {}  # train/val/test -> rows, items, groups, per-class counts
 
@@ -101,11 +110,15 @@ class FeatureDataModule(L.LightningDataModule):
         if self.data is not None:
             return
         self.data = self.load()
+        self._check_layers()
         (train, train_rows), (test, test_rows) = self._train_test(self.data)
         train_rows, val_rows = self._dev_split(train, train_rows)
-        self.train_set = ArrayDataset(train, train_rows)
-        self.val_set = ArrayDataset(train, val_rows) if val_rows is not None else ArrayDataset(test, test_rows)
-        self.test_set = ArrayDataset(test, test_rows)
+        self.train_set = ArrayDataset(train, train_rows, self.layers)
+        if val_rows is not None:
+            self.val_set = ArrayDataset(train, val_rows, self.layers)
+        else:
+            self.val_set = ArrayDataset(test, test_rows, self.layers)
+        self.test_set = ArrayDataset(test, test_rows, self.layers)
         self.split_summary = {
             "train": summarize(train, train_rows, self.data.class_names),
             "val": summarize(
@@ -122,6 +135,17 @@ class FeatureDataModule(L.LightningDataModule):
                 summary["items"],
                 ",".join(summary["groups"]),
                 ", ".join(f"{c} {n}" for c, n in summary["classes"].items()),
+            )
+
+    def _check_layers(self) -> None:
+        if self.layers is None:
+            return
+        n = self.data.num_layers
+        bad = [k for k in self.layers if not 0 <= k < n]
+        if bad or not self.layers or len(set(self.layers)) != len(self.layers):
+            raise DaamlabError(
+                f"data.layers={self.layers} must be distinct layer indices in 0..{n - 1} "
+                f"('{self.data.name}' has {n} layers), or null for all"
             )
 
     def _train_test(self, data: FeatureSet) -> tuple[tuple[FeatureSplit, np.ndarray], ...]:
@@ -169,7 +193,7 @@ class FeatureDataModule(L.LightningDataModule):
 
     @property
     def num_layers(self) -> int:
-        return self.data.num_layers
+        return len(self.layers) if self.layers is not None else self.data.num_layers
 
     @property
     def dim(self) -> int:
@@ -183,7 +207,7 @@ class FeatureDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(dataset), self.shuffle_seed) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=_batch,
             pin_memory=torch.cuda.is_available(),
