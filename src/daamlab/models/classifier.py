@@ -20,6 +20,7 @@ from daamlab.attention import GATED, build_attention
 from daamlab.errors import DaamlabError
 from daamlab.models.decoder import build_decoder
 from daamlab.models.losses import build_loss
+from daamlab.models.projection import LayerProjection, needs_projection
 
 
 class GateMean(Metric):
@@ -53,11 +54,18 @@ class Classifier(L.LightningModule):
         decoder: dict[str, Any],
         loss: dict[str, Any],
         optim: dict[str, Any],
+        layer_widths: list[int] | None = None,
+        projection_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if not optim["lr"] > 0:
             raise DaamlabError(f"optim.lr must be > 0, got {optim['lr']}; e.g. optim.lr=1e-4")
+        # layers of different widths (CNN blocks): project each to a common width first (projection.py)
+        self.projection: nn.Module = nn.Identity()
+        if needs_projection(layer_widths):
+            self.projection = LayerProjection(layer_widths, projection_dim or max(layer_widths))
+            dim = self.projection.out_dim
         att = dict(attention)
         self.attention_name = att.pop("name")
         self.attention = build_attention(self.attention_name, num_layers, dim, **att)
@@ -85,6 +93,7 @@ class Classifier(L.LightningModule):
             self.register_buffer("best_gates", torch.zeros(num_layers, dim))
 
     def forward(self, x: torch.Tensor, return_gates: bool = False):
+        x = self.projection(x)  # (B, N, d)
         if return_gates:
             y, gates = self.attention(x, return_gates=True)
             return self.decoder(y), gates
@@ -94,6 +103,7 @@ class Classifier(L.LightningModule):
     def param_counts(self) -> dict[str, int]:
         return {
             "attention": count_trainable(self.attention),
+            "projection": count_trainable(self.projection),
             "trainable": count_trainable(self),
             "total": sum(p.numel() for p in self.parameters()),
         }
