@@ -1,12 +1,45 @@
-"""The layer-wise feature cache (extraction, store, fingerprint): see DESIGN.md's cache contract."""
+"""The layer-wise feature cache: extract once with a frozen encoder, train every variant from disk.
+
+- fingerprint.py: the cache key (encoder, preprocessing, data, source version) -> directory name
+- extract.py: source -> encoder -> resumable, shardable parts -> merged cache
+- store.py: the on-disk format (DESIGN.md's cache contract), atomic writes, verified reads
+
+`cached_feature_set(cfg) -> (load, prepare)` is what the datamodule uses: `prepare()` builds a
+missing cache (global rank 0 only; Lightning calls it before `setup`), `load()` verifies and
+memory-maps it. Neither builds the encoder when the cache exists.
+"""
 
 from __future__ import annotations
 
-from daamlab.errors import DaamlabError
+from collections.abc import Callable
+from functools import cache
+
+from omegaconf import DictConfig, OmegaConf
+
+from daamlab.data.features import FeatureSet
 
 
-def cached_feature_set(cfg):
-    raise DaamlabError(
-        f"data '{cfg.data.name}' needs an encoder and the feature cache, which this version does not have yet; "
-        "use modality=toy"
-    )
+def cached_feature_set(cfg: DictConfig) -> tuple[Callable[[], FeatureSet], Callable[[], None]]:
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from daamlab.data.sources import build_source
+    from daamlab.features.extract import build_cache, locate
+    from daamlab.features.store import read_cache
+
+    @cache
+    def located():
+        return locate(cfg, build_source(cfg.data))
+
+    def prepare() -> None:
+        if rank_zero_only.rank == 0:  # other ranks read what rank 0 wrote
+            build_cache(cfg)
+
+    def load() -> FeatureSet:
+        directory, key, fp = located()
+        verify = OmegaConf.select(cfg, "cache.verify", default="full")
+        return read_cache(directory, key, fp, verify=verify, name=cfg.data.name)
+
+    return load, prepare
+
+
+__all__ = ["cached_feature_set"]

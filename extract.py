@@ -1,0 +1,16 @@
+"""Build the layer-wise feature cache: python extract.py [modality=...] [cache.shard=i cache.num_shards=k]."""
+
+import hydra
+from omegaconf import DictConfig
+
+from daamlab.features.extract import extract
+from daamlab.runs import run_cli
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="extract")
+def main(cfg: DictConfig) -> None:
+    run_cli(extract, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""encoder.type=hf: any transformers AutoModel (hub id or local `encoder.path`), frozen, layer-wise pooled.
+
+Preprocessing by the source's kind:
+- audio: the model's feature extractor on raw 16 kHz waveforms, padded per batch with a sample mask;
+  the frame mask comes from the model's conv feature-extractor lengths (wav2vec2 family: WavLM, HuBERT),
+- image: the model's image processor (resized to the model's input size: no padding),
+- text: the model's tokenizer, right-padded (causal models must not see pads before real tokens),
+  with `pad_token` set when the model has none (Llama).
+Every transformer layer's hidden states (embeddings excluded, as the paper) are mean-pooled over
+the valid frames/tokens only, so padding never changes an item's features.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from daamlab.errors import DaamlabError
+
+KINDS = ("audio", "image", "text")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SAMPLE_RATE = 16000
+
+MaskFn = Callable[[int], torch.Tensor]  # frames T -> (B, T) bool: which frames/tokens are real
+
+
+class HFEncoder:
+    """A frozen transformers model + its preprocessor -> (B, N, d) pooled layer features (a LayerEncoder)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        *,
+        kind: str,
+        dtype: str = "fp32",
+        device: str = "auto",
+        layers: list[int] | None = None,
+        batch_size: int = 8,
+        normalize_audio: bool = False,
+        max_length: int | None = None,
+        identity: dict[str, Any],
+    ) -> None:
+        if kind not in KINDS:
+            raise DaamlabError(f"encoder.kind={kind!r} is not one of {', '.join(KINDS)}")
+        if dtype not in DTYPES:
+            raise DaamlabError(f"encoder.dtype={dtype!r} is not one of {', '.join(DTYPES)}")
+        self.kind, self.dtype_name, self.batch_size = kind, dtype, int(batch_size)
+        self.dtype = DTYPES[dtype]
+        self.device = torch.device(resolve_device(device))
+        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.processor = processor
+        self.identity = identity
+        config = model.config
+        total = config.num_hidden_layers
+        self.layers = select_layers(layers, total)
+        self.num_layers, self.dim = len(self.layers), int(config.hidden_size)
+        self.max_length = max_length
+        self.preprocessing: dict[str, Any] = {"kind": kind, "pooling": "masked_mean"}
+        if kind == "audio":
+            if not hasattr(model, "_get_feat_extract_output_lengths"):
+                raise DaamlabError(
+                    f"audio model {type(model).__name__} has no conv feature-extractor lengths "
+                    "(_get_feat_extract_output_lengths), so its frame mask cannot be derived; "
+                    "use a wav2vec2-family model (WavLM, HuBERT, wav2vec 2.0) or a packaged demo encoder"
+                )
+            processor.do_normalize = bool(normalize_audio)
+            # Models with group-norm conv stacks (wav2vec2-base) are trained without an attention mask
+            # and expect zero padding; the feature extractor says which kind this is.
+            self.model_takes_mask = bool(processor.return_attention_mask)
+            self.preprocessing |= {"normalize": bool(normalize_audio), "sample_rate": SAMPLE_RATE}
+        elif kind == "text":
+            if processor.pad_token is None:  # Llama has none; any id works, the mask hides it
+                processor.pad_token = processor.eos_token or processor.unk_token
+            processor.padding_side = "right"
+            self.preprocessing |= {"max_length": max_length}
+        else:
+            self.preprocessing |= {"processor": processor.to_dict()}
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            **self.identity,
+            "dtype": self.dtype_name,
+            "layers": self.layers,
+            "num_layers": self.num_layers,
+            "dim": self.dim,
+            "preprocessing": self.preprocessing,
+        }
+
+    def encode(self, inputs: list[Any]) -> torch.Tensor:
+        """Raw inputs of one batch -> (B, N, d) float32 on the CPU."""
+        kwargs, valid = getattr(self, f"_{self.kind}")(inputs)
+        with torch.inference_mode():
+            hidden = self.model(**kwargs, output_hidden_states=True).hidden_states  # N_all+1 x (B, T, d)
+            mask = valid(hidden[1].shape[1]).to(self.device, torch.float32)  # (B, T)
+            count = mask.sum(1).clamp_min(1.0)[:, None, None]  # (B, 1, 1)
+            # (B, 1, T) @ (B, T, d) -> (B, 1, d) per layer; hidden[0] is the embedding output
+            pooled = torch.cat([torch.bmm(mask[:, None, :], hidden[i + 1].float()) for i in self.layers], 1)
+            return (pooled / count).cpu()  # (B, N, d)
+
+    def _audio(self, waves: list[np.ndarray]) -> tuple[dict[str, torch.Tensor], MaskFn]:
+        batch = self.processor(
+            [np.asarray(w, dtype=np.float32) for w in waves],
+            sampling_rate=SAMPLE_RATE,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        samples = batch.pop("attention_mask")  # (B, S) 1 where the waveform is real
+        frames = self.model._get_feat_extract_output_lengths(samples.sum(-1))  # (B,) valid frames
+        kwargs = {k: v.to(self.device, self.dtype) for k, v in batch.items()}
+        if self.model_takes_mask:
+            kwargs["attention_mask"] = samples.to(self.device)
+        return kwargs, lambda T: torch.arange(T)[None, :] < frames[:, None]
+
+    def _text(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], MaskFn]:
+        batch = self.processor(
+            list(texts),
+            padding=True,
+            truncation=self.max_length is not None,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+        tokens = batch["attention_mask"]  # (B, T)
+        return {k: v.to(self.device) for k, v in batch.items()}, lambda T: tokens.bool()
+
+    def _image(self, images: list[Any]) -> tuple[dict[str, torch.Tensor], MaskFn]:
+        batch = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        pixels = batch["pixel_values"].to(self.device, self.dtype)
+        return {"pixel_values": pixels}, lambda T: torch.ones(len(images), T, dtype=torch.bool)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DaamlabError(
+            f"encoder.device={device} but no CUDA device is available; use encoder.device=auto or cpu"
+        )
+    return device
+
+
+def select_layers(layers: list[int] | None, total: int) -> list[int]:
+    """Indices into the model's transformer layers (0 = the first block); null keeps all of them."""
+    if layers is None:
+        return list(range(total))
+    chosen = [int(i) + total if int(i) < 0 else int(i) for i in layers]
+    if not chosen or any(not 0 <= i < total for i in chosen) or len(set(chosen)) != len(chosen):
+        raise DaamlabError(
+            f"encoder.layers={list(layers)} must be distinct indices in 0..{total - 1} "
+            "(negative counts from the end) or null for every layer"
+        )
+    return chosen
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """xxh3 of every parameter and buffer, in state_dict order: which weights made the features."""
+    import xxhash
+
+    h = xxhash.xxh3_64()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+
+
+def unavailable(model: str, why: str) -> DaamlabError:
+    local = f"/path/to/{model.split('/')[-1]}"
+    return DaamlabError(
+        f"encoder model '{model}' is not available: {why}. Download it once where the hub is reachable "
+        f"(hf download {model} --local-dir {local}), then set encoder.path={local}"
+    )
+
+
+def hub_kwargs(model: str, revision: str) -> dict[str, Any]:
+    """from_pretrained kwargs for a hub id, failing within seconds with one message when the weights
+    cannot be had (offline, unreachable, gated, unknown), instead of transformers' retries."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from transformers import AutoConfig
+
+    try:  # already in the local HF cache: no network at all
+        AutoConfig.from_pretrained(model, revision=revision, local_files_only=True)
+        return {"revision": revision, "local_files_only": True}
+    except OSError:
+        pass
+    if hub_offline():
+        raise unavailable(model, "HF_HUB_OFFLINE=1 is set and it is not in the local Hugging Face cache")
+    try:
+        HfApi().model_info(model, revision=revision, timeout=10)
+    except GatedRepoError:
+        raise unavailable(
+            model, "it is gated: accept its licence on huggingface.co and log in (hf auth login)"
+        ) from None
+    except RevisionNotFoundError:
+        raise unavailable(model, f"the hub has no revision '{revision}' (encoder.revision)") from None
+    except RepositoryNotFoundError:
+        raise unavailable(
+            model, "the hub has no such model (check encoder.model), or it is private"
+        ) from None
+    except Exception as e:  # no network, DNS, proxy, timeout: whatever the HTTP stack raises
+        raise unavailable(model, f"the hub cannot be reached ({type(e).__name__}: {e})") from None
+    return {"revision": revision}
+
+
+def load_processor(kind: str, source: str, kwargs: dict[str, Any]) -> Any:
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoTokenizer
+
+    loader = {"audio": AutoFeatureExtractor, "image": AutoImageProcessor, "text": AutoTokenizer}[kind]
+    return loader.from_pretrained(source, **kwargs)
+
+
+def build(cfg: DictConfig) -> HFEncoder:
+    from transformers import AutoModel
+
+    kind, model_id = cfg.kind, cfg.model
+    if cfg.get("path"):
+        path = Path(cfg.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise DaamlabError(
+                f"encoder.path={path} has no config.json: point it at a saved copy of '{model_id}' "
+                "(the directory `hf download --local-dir` or save_pretrained wrote)"
+            )
+        source, kwargs = str(path), {"local_files_only": True}
+    else:
+        source, kwargs = model_id, hub_kwargs(model_id, cfg.revision)
+    try:
+        model = AutoModel.from_pretrained(source, dtype=DTYPES.get(cfg.dtype, torch.float32), **kwargs)
+        processor = load_processor(kind, source, kwargs)
+    except OSError as e:  # an incomplete copy: files missing from the cache or the local directory
+        raise unavailable(model_id, f"loading from {source} failed ({e})") from None
+    identity = {
+        "type": "hf",
+        "model": model_id,
+        "path": str(cfg.get("path")) if cfg.get("path") else None,
+        "revision": getattr(model.config, "_commit_hash", None) or cfg.get("revision"),
+        "class": type(model).__name__,
+        "weights_xxh3": weights_checksum(model),
+    }
+    return HFEncoder(
+        model,
+        processor,
+        kind=kind,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        layers=cfg.get("layers"),
+        batch_size=cfg.batch_size,
+        normalize_audio=cfg.get("normalize_audio", False),
+        max_length=cfg.get("max_length"),
+        identity=identity,
+    )
