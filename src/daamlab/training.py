@@ -11,10 +11,13 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from daamlab.checkpointing import AtomicCheckpointIO, resolve_resume
 from daamlab.data import build_datamodule
 from daamlab.errors import DaamlabError
+from daamlab.importance import save_importance  # also registers ${if_layers:...} (the layer ablation)
 from daamlab.models.classifier import Classifier
-from daamlab.runs import print_config, save_array, write_json
+from daamlab.runs import finished_metrics, print_config, record_failure, save_array, write_json
+from daamlab.tracking import log_config, log_results  # also registers ${job_type:...} (W&B)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ def build_model(cfg: DictConfig, dm) -> Classifier:
         decoder=_plain(cfg.decoder),
         loss=_plain(cfg.loss),
         optim=_plain(cfg.optim),
+        compile=cfg.get("compile", False),
     )
 
 
@@ -65,9 +69,23 @@ def run_summary(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one run; a sweep job that already completed is skipped, a failure is recorded."""
     out_dir = Path(cfg.paths.output_dir)
-    print_config(cfg, out_dir)
+    done = finished_metrics(cfg, out_dir)
+    if done is not None:
+        log.info("%s already complete (best val acc %.4f): skipped", out_dir, done["best_val_acc"])
+        return done
+    try:
+        return _train(cfg, out_dir)
+    except BaseException as e:
+        record_failure(cfg, out_dir, e)
+        raise
+
+
+def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     check_config(cfg)
+    resume_from = resolve_resume(cfg, out_dir)  # before print_config rewrites the run's config.yaml
+    print_config(cfg, out_dir)
     L.seed_everything(cfg.seed, workers=True)
     started = time.time()
 
@@ -79,9 +97,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     log.info("trainable parameters: %s", summary["params"])
 
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
+    log_config(loggers, cfg, summary["params"])
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=dm, ckpt_path=resume_from, weights_only=True)
 
     test: dict[str, float] = {}
     if cfg.get("test", True):
@@ -92,8 +113,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
 
     if trainer.is_global_zero:
+        figures = {}
         if model.gated:
-            save_array(out_dir / "gates.npy", model.best_gates.cpu().numpy())
+            gates = model.best_gates.cpu().numpy()
+            save_array(out_dir / "gates.npy", gates)
+            title = f"{cfg.attention.name} on {cfg.data.name}: Importance Factor"
+            figures["importance"] = save_importance(out_dir, gates, cfg.data.get("layers"), title)
         metrics = {
             **summary,
             "status": "complete",
@@ -106,6 +131,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "splits": dm.split_summary,  # rows, items, groups, per-class counts of train/val/test
         }
         write_json(out_dir / "metrics.json", metrics)
+        log_results(loggers, metrics, figures)
         log.info("best val acc %.4f (epoch %d); test %s", metrics["best_val_acc"], metrics["best_epoch"], test)
         return metrics
     return {}

@@ -1,0 +1,70 @@
+"""Nothing lost on faults: a killed run resumes to the same numbers; checkpoints match their config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, run_script
+
+RUN = [
+    "data.num_train=400",
+    "data.num_test=100",
+    "decoder=linear",
+    "trainer.max_epochs=5",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
+    whole = run_script("train.py", *RUN, f"hydra.run.dir={tmp_path}/whole")
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists() and not (run_dir / "metrics.json").exists(), "the run was not killed mid-training"
+
+    resumed = run_script("train.py", *RUN, f"hydra.run.dir={run_dir}")  # ckpt_path=last is the default
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    b = json.loads((run_dir / "metrics.json").read_text())
+    assert b["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
+    assert b["best_epoch"] == a["best_epoch"]
+    for k in ("acc", "f1", "uar", "loss"):
+        assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-5)
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    first = run_script("train.py", *RUN, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run")
+    assert first.returncode == 0, first.stderr[-2000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    r = run_script(
+        "train.py", *RUN, "attention=daam_v2", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/other"
+    )
+    assert r.returncode == 2
+    line = r.stderr.strip().splitlines()[-1]
+    assert "was trained with another config" in line and "attention.name: 'daam' -> 'daam_v2'" in line
+    assert "attention.num_heads: 8 -> 1" in line
+    assert (
+        not (tmp_path / "other" / "metrics.json").exists()
+        or json.loads((tmp_path / "other" / "metrics.json").read_text())["status"] == "failed"
+    )
