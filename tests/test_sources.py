@@ -142,8 +142,13 @@ def test_iemocap_unparseable_label_line_is_listed_not_dropped_silently(tmp_path)
     lines[bad] = "[2.0000 - 2.4000]\tSes04F_impro01_F000\n"  # emotion and VAD lost
     label_file.write_text("".join(lines))
     source = build_source(data_cfg("iemocap", root=str(fixture.root)))
-    assert source.skipped == [(f"{label_file}:{bad + 1}", "unparseable label line")]
     assert "Ses04F_impro01_F000" not in {u.turn for u in source.utterances}
+    assert source.skipped == []  # filled while items() runs, where the cache collects it
+    items = list(source.items("all"))
+    assert source.skipped == [(f"{label_file}:{bad + 1}", "unparseable label line")]
+    # a second pass appends its own entries (the list only grows; a reader takes those after its start)
+    seen = len(source.skipped)
+    assert len(list(source.items("all"))) == len(items) and source.skipped[seen:] == source.skipped[:seen]
 
 
 def test_iemocap_version_follows_protocol_and_files(iemocap, tmp_path):

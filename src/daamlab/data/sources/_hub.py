@@ -112,17 +112,14 @@ class HubSource:
         self.convert = convert
         self.class_names = class_names_of(dataset, label_column, where)
         self.class_counts: dict[str, dict[str, int]] = {}  # split -> class -> items yielded
-        self._skipped: dict[str, list[tuple[str, str]]] = {split: [] for split in SPLITS}
+        # (item id, reason) for every row not yielded, appended while items() runs (the cache records
+        # the entries added during its pass); it only grows: iterating a split twice lists it twice
+        self.skipped: list[tuple[str, str]] = []
         digest = hashlib.sha256(repr(sorted(protocol.items())).encode())
         for split in SPLITS:
             digest.update(f"{split}:{len(dataset[split])}:{dataset[split]._fingerprint}".encode())
         self.version = f"{name}-1-{digest.hexdigest()[:16]}"
         log.info("%s from %s: %s", name, where, ", ".join(f"{s} {len(dataset[s])} rows" for s in SPLITS))
-
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """(item id, reason) for every row that was not yielded."""
-        return [entry for split in SPLITS for entry in self._skipped[split]]
 
     def splits(self) -> list[str]:
         return list(SPLITS)
@@ -133,18 +130,18 @@ class HubSource:
     def items(self, split: str) -> Iterator[Item]:
         if split not in SPLITS:
             raise DaamlabError(f"{self.name} has the splits {list(SPLITS)}, not '{split}'")
-        skipped = self._skipped[split] = []
+        first_skip = len(self.skipped)
         counts: Counter[str] = Counter()
         rows = self.dataset[split].select_columns([self.input_column, self.label_column])
         for index, row in enumerate(rows):
             item_id = f"{split}-{index:05d}"
             label = row[self.label_column]
             if label is None or not 0 <= label < len(self.class_names):
-                skipped.append((item_id, f"label {label!r} is not a class index"))
+                self.skipped.append((item_id, f"label {label!r} is not a class index"))
                 continue
             value, reason = self.convert(row[self.input_column])
             if reason is not None:
-                skipped.append((item_id, reason))
+                self.skipped.append((item_id, reason))
                 continue
             counts[self.class_names[label]] += 1
             yield Item(id=item_id, group=split, label=self.class_names[label], input=value)
@@ -155,6 +152,7 @@ class HubSource:
             split,
             ", ".join(f"{name} {n}" for name, n in self.class_counts[split].items()),
         )
+        skipped = self.skipped[first_skip:]
         if skipped:
             log.warning(
                 "%s %s: skipped %d row(s): %s",

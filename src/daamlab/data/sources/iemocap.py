@@ -85,7 +85,9 @@ class IemocapSource:
         self.dropped: Counter[str] = Counter()  # original label -> utterances outside the kept classes
         self._label_problems: list[tuple[str, str]] = []
         self.utterances = self._read_labels()
-        self._skipped: list[tuple[str, str]] = []
+        # (path, reason) for every label line or wav not used, appended while items() runs (the cache
+        # records the entries added during its pass); it only grows: iterating twice lists twice
+        self.skipped: list[tuple[str, str]] = []
         self.class_counts: dict[str, dict[str, int]] = {}  # session -> class -> chunks yielded
         self._version: str | None = None
         log.info(
@@ -144,11 +146,6 @@ class IemocapSource:
             self._version = f"iemocap-1-{digest.hexdigest()[:16]}"
         return self._version
 
-    @property
-    def skipped(self) -> list[tuple[str, str]]:
-        """(path, reason) for label lines that did not parse and wavs missing, unreadable or empty."""
-        return self._label_problems + self._skipped
-
     def splits(self) -> list[str]:
         return ["all"]
 
@@ -179,7 +176,7 @@ class IemocapSource:
     def _read(self, utt: Utterance) -> np.ndarray | None:
         """The utterance at 16 kHz mono, or None (recorded in `skipped`) if it cannot be used."""
         if not utt.wav.is_file():
-            self._skipped.append((str(utt.wav), "missing wav file"))
+            self.skipped.append((str(utt.wav), "missing wav file"))
             return None
         try:
             audio, rate = sf.read(str(utt.wav), dtype="float32", always_2d=False)
@@ -187,10 +184,10 @@ class IemocapSource:
             why = (
                 str(e).rsplit(": ", 1)[-1].strip() or type(e).__name__
             )  # libsndfile's reason, not the path again
-            self._skipped.append((str(utt.wav), f"unreadable wav ({why})"))
+            self.skipped.append((str(utt.wav), f"unreadable wav ({why})"))
             return None
         if audio.size == 0:
-            self._skipped.append((str(utt.wav), "empty wav (0 samples)"))
+            self.skipped.append((str(utt.wav), "empty wav (0 samples)"))
             return None
         return waveform_16k(audio, rate)
 
@@ -203,7 +200,8 @@ class IemocapSource:
 
     def items(self, split: str) -> Iterator[Item]:
         self._check_split(split)
-        self._skipped = []
+        first_skip = len(self.skipped)
+        self.skipped += self._label_problems
         counts: dict[str, Counter[str]] = {session: Counter() for session in self.sessions}
         for utt in self.utterances:
             wave = self._read(utt)
@@ -213,18 +211,18 @@ class IemocapSource:
                 counts[utt.session][utt.label] += 1
                 yield Item(id=utt.turn, group=utt.session, label=utt.label, input=piece, chunk=number)
         self.class_counts = {s: {c: counts[s][c] for c in self.class_names} for s in self.sessions}
-        self._report()
+        self._report(self.skipped[first_skip:])
 
-    def _report(self) -> None:
+    def _report(self, skipped: list[tuple[str, str]]) -> None:
         for session, counts in self.class_counts.items():
             log.info(
                 "IEMOCAP %s chunks per class: %s", session, ", ".join(f"{c} {n}" for c, n in counts.items())
             )
-        if self.skipped:
+        if skipped:
             log.warning(
                 "IEMOCAP: skipped %d input(s): %s",
-                len(self.skipped),
-                "; ".join(f"{path} ({reason})" for path, reason in self.skipped),
+                len(skipped),
+                "; ".join(f"{path} ({reason})" for path, reason in skipped),
             )
 
 
