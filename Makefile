@@ -4,7 +4,7 @@ PIP = $(PY) -m pip
 STAMPS = .make-stamps
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help install run test test-full lint format bench clean
+.PHONY: help install run test test-full lint format bench report clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,10 @@ lint: install  ## ruff
 
 format: install
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
+
+RUNS ?= outputs/train/multiruns
+report: install  ## paper-layout tables + figures from run dirs: make report RUNS="<run or multirun dirs>"
+	$(PY) -m daamlab.report $(RUNS) --out outputs/report
 
 clean:  ## remove run outputs (not the feature cache)
 	rm -rf outputs multirun

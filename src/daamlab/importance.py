@@ -125,7 +125,5 @@ def layers_from_run(run_dir: str | None, pick: str, num_layers: int) -> list[int
     return pick_layers(gates, str(pick), int(num_layers), layers)
 
 
-def register_resolver() -> None:
-    """`${if_layers:<run dir>,<high|low>,<k>}` in configs (configs/experiment/paper_layer_ablation.yaml)."""
-    if not OmegaConf.has_resolver("if_layers"):
-        OmegaConf.register_new_resolver("if_layers", layers_from_run)
+# `${if_layers:<run dir>,<high|low>,<k>}` in configs (configs/experiment/paper_layer_ablation.yaml)
+OmegaConf.register_new_resolver("if_layers", layers_from_run, replace=True)

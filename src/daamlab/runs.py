@@ -49,10 +49,77 @@ def print_config(cfg: DictConfig, out_dir: Path | None) -> None:
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
+def finished_metrics(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
+    """A sweep job's metrics.json if its run already completed with this same config, else None.
+
+    Re-running a named sweep lands every job in the folder it had before (configs/hydra/default.yaml):
+    a complete one is skipped, an incomplete one (crashed, killed) is trained again (resumed from its
+    checkpoints/last.ckpt under ckpt_path=last).
+    A complete run whose saved config differs is an error, not a silent reuse of stale results.
+    """
+    path = out_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    if metrics.get("status") != "complete":
+        return None
+    saved = OmegaConf.load(out_dir / "config.yaml") if (out_dir / "config.yaml").is_file() else None
+    now = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    ignore = ("sweep_name", "logger")  # how a run is filed and logged, not what it computes
+    changed = (
+        sorted(k for k in set(now) | set(saved) if k not in ignore and now.get(k) != saved.get(k))
+        if saved is not None
+        else ["config.yaml missing"]
+    )
+    if changed:
+        raise DaamlabError(
+            f"{out_dir} holds a finished run whose config differs ({', '.join(changed)}); "
+            "name a new sweep (sweep_name=...) instead of reusing this one"
+        )
+    return metrics
+
+
+def record_failure(cfg: DictConfig, out_dir: Path, error: BaseException) -> None:
+    """metrics.json with status 'failed' and the error, so the report lists the run as failed."""
+    write_json(
+        out_dir / "metrics.json",
+        {
+            "status": "failed",
+            "error": f"{type(error).__name__}: {error}".strip(),
+            "modality": OmegaConf.select(cfg, "modality_name"),
+            "data": OmegaConf.select(cfg, "data.name"),
+            "fold": OmegaConf.select(cfg, "data.fold"),
+            "seed": OmegaConf.select(cfg, "seed"),
+            "attention": OmegaConf.select(cfg, "attention.name"),
+            "tags": list(OmegaConf.select(cfg, "tags", default=[])),
+        },
+    )
+
+
+def _user_error(e: BaseException) -> DaamlabError | None:
+    """A DaamlabError, also when a config resolver raised it (OmegaConf re-raises those as its own)."""
+    while e is not None:
+        if isinstance(e, DaamlabError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run an entry point; bad input ends in one line on stderr and exit status 2, not a traceback."""
+    """Run an entry point; bad input ends in one line on stderr and exit status 2, not a traceback.
+    An open W&B run is finished whatever happens, so the next job of a multirun starts its own."""
+    failed = True
     try:
-        return task(cfg)
-    except DaamlabError as e:
-        print(f"daamlab: error: {e}", file=sys.stderr)
+        result = task(cfg)
+        failed = False
+        return result
+    except Exception as e:
+        user = _user_error(e)
+        if user is None:
+            raise
+        print(f"daamlab: error: {user}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        wandb = sys.modules.get("wandb")  # imported only by logger=wandb
+        if wandb is not None and wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)

@@ -14,6 +14,14 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 
+def job_type(fold: int | None, seed: int) -> str:
+    """W&B job_type: runs of one sweep group side by side by fold (IEMOCAP) or by seed (the others)."""
+    return f"fold{fold}-seed{seed}" if fold is not None else f"seed{seed}"
+
+
+OmegaConf.register_new_resolver("job_type", job_type, replace=True)  # configs/logger/wandb.yaml
+
+
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:
     hparams = {**OmegaConf.to_container(cfg, resolve=True), "params": params}
     for logger in loggers:

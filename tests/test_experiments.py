@@ -1,0 +1,115 @@
+"""The paper experiments' configs, the Importance Factor layer ablation end to end, and W&B."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import numpy as np
+import pytest
+import yaml
+from omegaconf import open_dict
+
+from daamlab.importance import pick_layers
+from daamlab.report import build_sections, collect
+from daamlab.runs import run_cli
+from daamlab.training import train
+from tests.conftest import run_script
+
+TINY = ["trainer.max_epochs=1", "data.num_train=120", "data.num_test=60", "decoder=linear", "logger=none"]
+TINY += ["trainer.enable_progress_bar=false"]
+
+PROTOCOLS = {  # experiment: (modality, data, batch, lr, loss, tags with the default attention, fold, seed)
+    "paper_iemocap": ("speech", "iemocap", 8, 1e-4, "focal", ["table:2a", "variant:daam", "fold:1"]),
+    "paper_cifar100": ("vision", "cifar100", 32, 1e-5, "ce", ["table:2b", "variant:daam", "seed:1"]),
+    "paper_agnews": ("text", "agnews", 32, 5e-5, "ce", ["table:2d", "variant:daam", "seed:1"]),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(PROTOCOLS))
+def test_paper_experiment_pins_the_protocol(compose, experiment):
+    modality, data, batch, lr, loss, tags = PROTOCOLS[experiment]
+    cfg = compose([f"experiment={experiment}"])
+    assert (cfg.modality_name, cfg.data.name, cfg.data.batch_size) == (modality, data, batch)
+    assert cfg.optim.lr == pytest.approx(lr) and cfg.optim.weight_decay == pytest.approx(0.01)  # the code's
+    assert (cfg.loss.name, cfg.trainer.max_epochs, cfg.decoder.name) == (loss, 35, "dat")
+    assert cfg.sweep_name == experiment  # a fixed sweep folder: re-running resumes it
+    assert list(cfg.tags) == [f"experiment:{experiment}", *tags]
+
+
+def test_tags_follow_the_swept_values(compose):
+    cfg = compose(["experiment=paper_cifar100", "attention=mhsa", "seed=4"])
+    assert list(cfg.tags) == ["experiment:paper_cifar100", "table:2b", "variant:mhsa", "seed:4"]
+    cfg = compose(["experiment=paper_iemocap", "data.fold=3"])
+    assert "fold:3" in cfg.tags
+
+
+def _tiny(compose, out, *overrides):
+    cfg = compose([*TINY, *overrides])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    return cfg
+
+
+def test_layer_ablation_trains_on_the_if_layers_of_a_previous_run(compose, tmp_path):
+    source = tmp_path / "daam"
+    train(_tiny(compose, source, "attention=daam"))
+    gates = np.load(source / "gates.npy")
+    assert np.load(source / "importance.npy").shape == gates.shape == (24, 64)
+    assert (source / "importance.png").stat().st_size > 0
+
+    ablation = tmp_path / "ablation"
+    cfg = _tiny(
+        compose,
+        ablation,
+        "experiment=paper_layer_ablation",
+        f"ablation.from_run={source}",
+        "ablation.pick=low",
+        "ablation.num_layers=3",
+    )
+    expected = pick_layers(gates, "low", 3)
+    assert list(cfg.data.layers) == expected and cfg.attention.name == "daam_v2"
+    metrics = train(cfg)
+    assert metrics["status"] == "complete" and metrics["params"]["attention"] == 2 * 64  # g=1: 2 d
+    assert np.load(ablation / "gates.npy").shape == (3, 64)
+    assert yaml.safe_load((ablation / "config.yaml").read_text())["data"]["layers"] == expected
+
+    sections = build_sections(collect([tmp_path])[0], None)
+    labels = [row.label for s in sections for row in s.rows]
+    assert f"daam_v2 · low IF (layers {','.join(map(str, expected))})" in labels
+
+
+def test_layer_ablation_without_a_source_run_is_one_line_of_error(compose, tmp_path, capsys):
+    cfg = _tiny(compose, tmp_path, "experiment=paper_layer_ablation")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train, cfg)
+    assert exit_info.value.code == 2
+    assert "needs ablation.from_run=" in capsys.readouterr().err
+
+
+def test_an_open_wandb_run_is_finished_even_when_the_job_fails(monkeypatch):
+    finished = []
+    fake = types.SimpleNamespace(run=object(), finish=lambda exit_code: finished.append(exit_code))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+
+    def boom(cfg):
+        raise RuntimeError("training blew up")
+
+    with pytest.raises(RuntimeError, match="blew up"):
+        run_cli(boom, None)
+    assert run_cli(lambda cfg: 7, None) == 7
+    assert finished == [1, 0]
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_holds_the_metrics_and_figure(tmp_path):
+    proc = run_script("train.py", "logger=wandb", "sweep_name=wb", f"paths.log_dir={tmp_path}", *TINY[:-2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = (tmp_path / "train" / "runs").iterdir()
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    log = next(offline.glob("run-*.wandb")).read_bytes()
+    for key in (b"best_val_acc", b"val/acc", b"params/attention", b"test/acc", b"seed1"):
+        assert key in log, key
+    assert list((offline / "files" / "media" / "images").glob("importance_*.png"))
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "complete"
