@@ -68,3 +68,17 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
         not (tmp_path / "other" / "metrics.json").exists()
         or json.loads((tmp_path / "other" / "metrics.json").read_text())["status"] == "failed"
     )
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path):
+    common = [*RUN, "trainer.max_epochs=3", "trainer.accelerator=cpu"]
+    one = run_script("train.py", *common, "data.batch_size=32", f"hydra.run.dir={tmp_path}/one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    ddp = run_script("train.py", *common, "trainer=ddp", "data.batch_size=16", f"hydra.run.dir={tmp_path}/ddp")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert b["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
+    for k in ("acc", "f1", "uar", "loss"):
+        assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-4)

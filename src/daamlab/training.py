@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.checkpointing import AtomicCheckpointIO, resolve_resume
@@ -85,12 +86,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     check_config(cfg)
     resume_from = resolve_resume(cfg, out_dir)  # before print_config rewrites the run's config.yaml
-    print_config(cfg, out_dir)
+    is_rank_zero = rank_zero_only.rank == 0  # DDP: Lightning starts ranks >= 1 inside fit()
+    if is_rank_zero:
+        print_config(cfg, out_dir)
     L.seed_everything(cfg.seed, workers=True)
     started = time.time()
 
     dm = build_datamodule(cfg)
-    dm.prepare_data()
+    if is_rank_zero:  # build a missing cache once; the other ranks start after it (or run extract.py first)
+        dm.prepare_data()
     dm.setup("fit")
     model = build_model(cfg, dm)
     summary = run_summary(cfg, model)
