@@ -16,10 +16,10 @@ $(PY):
 $(STAMPS)/install: pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "torch==$${TORCH_VERSION:-2.13.0}"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,launchers]"
 	@mkdir -p $(STAMPS) && touch $@
 
-install: $(STAMPS)/install  ## create .venv and install daamlab with its dev tools
+install: $(STAMPS)/install  ## create .venv and install daamlab with its dev tools and sweep launchers
 
 run: install  ## install, then train DAAM on the default modality
 	$(PY) train.py

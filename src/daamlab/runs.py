@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import platform
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -105,6 +108,39 @@ def _user_error(e: BaseException) -> DaamlabError | None:
     return None
 
 
+DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
+
+
+def provenance() -> dict[str, Any]:
+    """What every number traces back to: the code's git commit (and whether it had local changes),
+    the Python and package versions. The cache fingerprint is in metrics.json's data_info."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    packages = {}
+    for name in ("daamlab", "torch", "lightning", "hydra-core", "transformers", "numpy", "torchmetrics"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_sha": git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "python": platform.python_version(),
+        "packages": packages,
+        "command": " ".join(sys.argv),
+    }
+
+
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run an entry point; bad input ends in one line on stderr and exit status 2, not a traceback.
     An open W&B run is finished whatever happens, so the next job of a multirun starts its own."""
@@ -113,6 +149,15 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         result = task(cfg)
         failed = False
         return result
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        print(
+            f"daamlab: error: cannot write {e.filename or 'the run output'}: {e.strerror}; free disk space or "
+            "point paths.log_dir / paths.cache_dir at a writable disk (nothing was overwritten)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
     except Exception as e:
         user = _user_error(e)
         if user is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from daamlab.data import build_datamodule
 from daamlab.errors import DaamlabError
 from daamlab.importance import save_importance  # also registers ${if_layers:...} (the layer ablation)
 from daamlab.models.classifier import Classifier
-from daamlab.runs import finished_metrics, print_config, record_failure, save_array, write_json
+from daamlab.runs import finished_metrics, print_config, provenance, record_failure, save_array, write_json
 from daamlab.tracking import log_config, log_results  # also registers ${job_type:...} (W&B)
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     is_rank_zero = rank_zero_only.rank == 0  # DDP: Lightning starts ranks >= 1 inside fit()
     if is_rank_zero:
         print_config(cfg, out_dir)
+        write_json(out_dir / "run_info.json", provenance())
     L.seed_everything(cfg.seed, workers=True)
     started = time.time()
 
@@ -132,11 +134,14 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "test": test,
             "wall_time_s": round(time.time() - started, 2),
             "data_info": dm.data.info,
+            "provenance": json.loads((out_dir / "run_info.json").read_text()),
             "splits": dm.split_summary,  # rows, items, groups, per-class counts of train/val/test
         }
         write_json(out_dir / "metrics.json", metrics)
         log_results(loggers, metrics, figures)
-        log.info("best val acc %.4f (epoch %d); test %s", metrics["best_val_acc"], metrics["best_epoch"], test)
+        log.info(
+            "best val acc %.4f (epoch %d); test %s", metrics["best_val_acc"], metrics["best_epoch"], test
+        )
         return metrics
     return {}
 
@@ -145,7 +150,9 @@ def _run_config(ckpt: Path) -> DictConfig:
     """The training run's resolved config, saved beside its checkpoints/ folder."""
     path = ckpt.resolve().parent.parent / "config.yaml"
     if not path.is_file():
-        raise DaamlabError(f"{path} not found: eval.py needs the config.yaml that train.py saved in the run directory")
+        raise DaamlabError(
+            f"{path} not found: eval.py needs the config.yaml that train.py saved in the run directory"
+        )
     return OmegaConf.load(path)
 
 
