@@ -192,38 +192,40 @@ def _extract_parts(
     cfg: DictConfig, source: Source, cache: Path, fp: str, part_size: int, shard: int, num_shards: int
 ) -> dict[str, list[dict[str, Any] | None]]:
     """Extract this job's missing parts; return every split's part records in order (None where missing)."""
-    encoder: LayerEncoder | None = None
+    # a fresh cache needs the encoder at once (and fails before any progress bar if it cannot be had);
+    # a resumed one builds it only if this job still has a part to extract
+    fresh = not any(cache.glob("*/parts/*.json"))
+    encoder: LayerEncoder | None = _build_encoder(cfg, source, cache) if fresh else None
     records: dict[str, list[dict[str, Any] | None]] = {}
     counter = 0  # parts across splits: the sharding unit
     for split in source.splits():
         records[split] = []
-        bar = tqdm(
+        with tqdm(
             total=source.num_items(split),
             desc=f"extract {split}",
             unit="item",
             dynamic_ncols=True,
             mininterval=1.0,
-        )
-        for part, inputs in parts(source, split, part_size):
-            mine, counter = counter % num_shards == shard, counter + 1
-            record = store.read_part_meta(cache, split, part.index, fp, part_size)
-            if record is None and mine:
-                if (cache / store.MANIFEST).is_file():  # another shard job merged while this one iterated
-                    return records
-                if encoder is None:
-                    encoder = _build_encoder(cfg, source, cache)
-                features = encode_part(encoder, inputs, int(cfg.encoder.get("batch_size") or 8))
-                info = {
-                    "fingerprint": fp,
-                    "part_size": part_size,
-                    "index": part.index,
-                    "encoder": encoder.fingerprint(),
-                }
-                store.write_part(cache, part, features, info)
+        ) as bar:
+            for part, inputs in parts(source, split, part_size):
+                mine, counter = counter % num_shards == shard, counter + 1
                 record = store.read_part_meta(cache, split, part.index, fp, part_size)
-            records[split].append(record)
-            bar.update(len(inputs))
-        bar.close()
+                if record is None and mine:
+                    if (cache / store.MANIFEST).is_file():  # another shard job merged while this one iterated
+                        return records
+                    if encoder is None:
+                        encoder = _build_encoder(cfg, source, cache)
+                    features = encode_part(encoder, inputs, int(cfg.encoder.get("batch_size") or 8))
+                    info = {
+                        "fingerprint": fp,
+                        "part_size": part_size,
+                        "index": part.index,
+                        "encoder": encoder.fingerprint(),
+                    }
+                    store.write_part(cache, part, features, info)
+                    record = store.read_part_meta(cache, split, part.index, fp, part_size)
+                records[split].append(record)
+                bar.update(len(inputs))
     return records
 
 
