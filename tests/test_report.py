@@ -229,3 +229,15 @@ def test_pick_layers_takes_the_highest_or_lowest_contiguous_window(tmp_path):
         pick_layers(gates, "high", 9)
     with pytest.raises(DaamlabError, match="gates.npy"):
         run_gates(tmp_path)
+
+
+def test_variant_label_names_options_that_differ_from_the_attention_config(tmp_path):
+    daam = {"name": "daam", "num_heads": 8, "delta_init": 0.0, "xi_init": 2.0}
+    write_run(tmp_path / "a", attention=daam, fold=1, acc=0.5)
+    write_run(tmp_path / "b", attention={**daam, "num_heads": 4, "xi_init": 1.0}, fold=1, acc=0.5)
+    # a modality that sets daam_heads changes the default the label is measured against
+    write_run(
+        tmp_path / "c", attention={**daam, "num_heads": 4}, fold=1, acc=0.5, extra_cfg={"daam_heads": 4}
+    )
+    labels = {r.path.name: r.variant for r in collect([tmp_path])[0]}
+    assert labels == {"a": "daam", "b": "daam[num_heads=4,xi_init=1.0]", "c": "daam"}

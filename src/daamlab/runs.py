@@ -88,7 +88,7 @@ def record_failure(cfg: DictConfig, out_dir: Path, error: BaseException) -> None
         out_dir / "metrics.json",
         {
             "status": "failed",
-            "error": f"{type(error).__name__}: {error}".strip(),
+            "error": f"{type(error).__name__}: {error}" if str(error) else type(error).__name__,
             "modality": OmegaConf.select(cfg, "modality_name"),
             "data": OmegaConf.select(cfg, "data.name"),
             "fold": OmegaConf.select(cfg, "data.fold"),

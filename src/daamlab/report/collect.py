@@ -43,13 +43,17 @@ class Run:
         return path if path.is_file() else None
 
 
-def variant_label(attention: dict[str, Any]) -> str:
-    """The attention name, plus the options that differ from its config file's defaults."""
+def variant_label(cfg: DictConfig) -> str:
+    """The attention name, plus the options that differ from its config file's defaults (those
+    resolved against the run's own config, e.g. a modality's `daam_heads`)."""
+    attention = OmegaConf.to_container(cfg.attention, resolve=True)
     name = attention["name"]
     defaults_path = ATTENTION_CONFIGS / f"{name}.yaml"
     if not defaults_path.is_file():
         return name
-    defaults = OmegaConf.to_container(OmegaConf.load(defaults_path))
+    context = cfg.copy()
+    context.attention = OmegaConf.load(defaults_path)
+    defaults = OmegaConf.to_container(context.attention, resolve=True)
     changed = [f"{k}={_fmt(v)}" for k, v in sorted(attention.items()) if k != "name" and defaults.get(k) != v]
     return f"{name}[{','.join(changed)}]" if changed else name
 
@@ -82,7 +86,7 @@ def read_run(path: Path) -> Run:
         return OmegaConf.select(cfg, cfg_key) if cfg is not None else None
 
     if cfg is not None and "attention" in cfg:
-        variant = variant_label(OmegaConf.to_container(cfg.attention, resolve=True))
+        variant = variant_label(cfg)
     elif metrics.get("attention"):
         variant = metrics["attention"]
     else:
