@@ -63,9 +63,10 @@ def test_speech_without_data_fails_in_seconds_saying_where_to_get_iemocap(tmp_pa
     assert time.time() - started < 60  # no model was loaded (a 2-core machine: imports alone take seconds)
 
 
-def speech_run(fixture_root: Path, out: Path, *extra: str):
+def speech_run(fixture_root: Path, out: Path, *extra: str, multirun: bool = False):
     return run_script(
         "train.py",
+        *(["-m"] if multirun else []),  # before the overrides, as on the command line
         "modality=speech",
         "attention=daam",
         "attention.num_heads=4",  # the tiny WavLM has 4 layers; the paper's g=8 needs 8k of them
@@ -102,9 +103,9 @@ def test_speech_one_fold_on_the_iemocap_fixture_tests_on_its_session(tmp_path):
 @pytest.mark.slow
 def test_speech_multirun_over_five_folds_tests_each_on_its_own_session(tmp_path):
     fixture = write_iemocap(tmp_path / "data")
-    result = speech_run(fixture.root, tmp_path / "out", "-m", "data.fold=1,2,3,4,5")
+    result = speech_run(fixture.root, tmp_path / "out", "data.fold=1,2,3,4,5", multirun=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = sorted((tmp_path / "out").glob("train/multiruns/*/*/metrics.json"))
+    runs = sorted((tmp_path / "out" / "train" / "multiruns").rglob("metrics.json"))  # job dirs: overrides
     assert len(runs) == 5
     tested = {}
     for path in runs:
