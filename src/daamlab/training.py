@@ -18,6 +18,7 @@ from daamlab.data import build_datamodule
 from daamlab.errors import DaamlabError
 from daamlab.importance import save_importance  # also registers ${if_layers:...} (the layer ablation)
 from daamlab.models.classifier import Classifier
+from daamlab.models.projection import cached_layer_widths
 from daamlab.runs import finished_metrics, print_config, provenance, record_failure, save_array, write_json
 from daamlab.tracking import log_config, log_results  # also registers ${job_type:...} (W&B)
 
@@ -54,6 +55,8 @@ def build_model(cfg: DictConfig, dm) -> Classifier:
         loss=_plain(cfg.loss),
         optim=_plain(cfg.optim),
         compile=cfg.get("compile", False),
+        layer_widths=cached_layer_widths(dm),  # layers of different widths get a per-layer projection
+        projection_dim=cfg.get("projection_dim"),
     )
 
 

@@ -36,3 +36,13 @@ class LayerProjection(nn.Module):
 def needs_projection(widths: Sequence[int] | None) -> bool:
     """True when the layers differ in width; equal widths go to the attention unchanged."""
     return widths is not None and len(set(widths)) > 1
+
+
+def cached_layer_widths(dm) -> list[int] | None:
+    """The real width of each layer the datamodule serves, from the cache's encoder record; None if uniform."""
+    data = getattr(dm, "data", None)
+    widths = (data.info.get("encoder") or {}).get("layer_widths") if data is not None else None
+    if widths is None:
+        return None
+    layers = getattr(dm, "layers", None)  # data.layers: a subset of the cached layers
+    return [widths[k] for k in layers] if layers is not None else list(widths)
