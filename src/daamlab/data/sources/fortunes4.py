@@ -26,11 +26,13 @@ INSTALL_HINT = "install the Debian package: sudo apt-get install fortunes (or `m
 
 
 def read_cookies(path: Path) -> list[str]:
-    """The cookies of one fortune file, whitespace collapsed, in file order."""
+    """The cookies of one fortune file, whitespace collapsed, in file order (empty ones are separators)."""
     cookies, lines = [], []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines() + ["%"]:
         if line.strip() == "%":
-            cookies.append(" ".join(" ".join(lines).split()))
+            text = " ".join(" ".join(lines).split())
+            if text:
+                cookies.append(text)
             lines = []
         else:
             lines.append(line)
