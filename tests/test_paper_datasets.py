@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from daamlab.data.fixtures import write_agnews, write_cifar100, write_iemocap
+from daamlab.errors import DaamlabError
 from tests.conftest import run_script
 
 QUICK = ["trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false", "decoder.channels=8"]
@@ -46,6 +47,25 @@ def test_speech_protocol_keys(compose, monkeypatch):
     assert compose(["modality=speech"]).data.root == "/data/IEMOCAP_full_release"
 
 
+def test_speech_without_data_stops_before_any_model_loads(compose, tmp_path, monkeypatch):
+    from omegaconf import open_dict
+
+    from daamlab.training import train
+
+    monkeypatch.delenv("IEMOCAP_ROOT", raising=False)
+    cfg = compose(["modality=speech", f"paths.cache_dir={tmp_path}", "logger=none"])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+    started = time.time()
+    with pytest.raises(
+        DaamlabError, match=r"^data.root is not set\. .*https://sail.usc.edu/iemocap/.*data.root="
+    ):
+        train(cfg)
+    assert time.time() - started < 10  # the source is built before the encoder: WavLM-Large is never loaded
+    assert not list(tmp_path.glob("iemocap-*"))  # and no cache was started
+
+
+@pytest.mark.slow  # the same check in-process above; this one is the literal command line
 def test_speech_without_data_fails_in_seconds_saying_where_to_get_iemocap(tmp_path, monkeypatch):
     monkeypatch.delenv("IEMOCAP_ROOT", raising=False)
     started = time.time()
