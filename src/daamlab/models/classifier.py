@@ -56,6 +56,7 @@ class Classifier(L.LightningModule):
         optim: dict[str, Any],
         layer_widths: list[int] | None = None,
         projection_dim: int | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -91,6 +92,8 @@ class Classifier(L.LightningModule):
         if self.gated:
             self.val_gates = GateMean((num_layers, dim))
             self.register_buffer("best_gates", torch.zeros(num_layers, dim))
+        if compile:  # torch.compile of forward, in place: state_dict keys and checkpoints are unchanged
+            self.compile()
 
     def forward(self, x: torch.Tensor, return_gates: bool = False):
         x = self.projection(x)  # (B, N, d)

@@ -32,6 +32,7 @@ class DATDecoder(nn.Module):
         num_classes: int,
         channels: int = 512,
         map_shape: Sequence[int] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         h, w = square_map(dim) if map_shape is None else tuple(map_shape)
@@ -47,10 +48,15 @@ class DATDecoder(nn.Module):
         self.fc = nn.Linear(num_layers * dim, num_classes)
         for m in (self.conv1, self.conv2, self.fc):
             nn.init.xavier_uniform_(m.weight)
+        # channels-last (NHWC) is oneDNN's and cuDNN's native conv layout: no reorders around each conv
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.conv1.to(memory_format=self.memory_format)
+        self.conv2.to(memory_format=self.memory_format)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         x = x.reshape(B, N, *self.map_shape)  # (B, N, H, W): layers as channels
+        x = x.contiguous(memory_format=self.memory_format)
         x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
         return self.fc(x.flatten(1))
 
