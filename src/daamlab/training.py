@@ -19,6 +19,7 @@ from daamlab.errors import DaamlabError
 from daamlab.importance import save_importance  # also registers ${if_layers:...} (the layer ablation)
 from daamlab.models.classifier import Classifier
 from daamlab.models.projection import cached_layer_widths
+from daamlab.results_table import results_table
 from daamlab.runs import finished_metrics, print_config, provenance, record_failure, save_array, write_json
 from daamlab.tracking import log_config, log_results  # also registers ${job_type:...} (W&B)
 
@@ -145,6 +146,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         log.info(
             "best val acc %.4f (epoch %d); test %s", metrics["best_val_acc"], metrics["best_epoch"], test
         )
+        print(f"\n{results_table([metrics])}\nrun directory: {out_dir}")
         return metrics
     return {}
 

@@ -33,7 +33,6 @@ from daamlab.errors import DaamlabError
 
 SAMPLE_RATE = 16000
 HOP = 160  # samples per mel frame
-MAX_FRAMES = 3000  # Whisper's 30 s window
 CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}  # ctranslate2 specs ids
 
 
@@ -91,11 +90,11 @@ class EncoderBlock(nn.Module):
 class WhisperEncoderLayers(nn.Module):
     """Whisper's audio encoder: conv stem, sinusoidal positions, blocks; returns every hidden state."""
 
-    def __init__(self, num_layers: int, dim: int, num_heads: int, num_mels: int) -> None:
+    def __init__(self, num_layers: int, dim: int, num_heads: int, num_mels: int, num_positions: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(num_mels, dim, 3, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
-        self.register_buffer("positions", torch.zeros(MAX_FRAMES // 2, dim))
+        self.register_buffer("positions", torch.zeros(num_positions, dim))  # Whisper: 1500 (30 s)
         self.blocks = nn.ModuleList(EncoderBlock(dim, num_heads) for _ in range(num_layers))
         self.final_norm = nn.LayerNorm(dim)
 
@@ -148,7 +147,8 @@ def load_ct2_whisper_encoder(variables: dict[str, np.ndarray]) -> WhisperEncoder
         ]:
             state[f"blocks.{i}.{ours}.weight"] = tensor(src + theirs + "/weight")
             state[f"blocks.{i}.{ours}.bias"] = tensor(src + theirs + "/bias")
-    model = WhisperEncoderLayers(num_layers, dim, num_heads, num_mels)
+    num_positions = variables["encoder/position_encodings/encodings"].shape[0]
+    model = WhisperEncoderLayers(num_layers, dim, num_heads, num_mels, num_positions)
     model.load_state_dict(state, strict=True)
     return model.eval().requires_grad_(False)
 
@@ -171,6 +171,7 @@ class WhisperCT2Encoder:
         self.model = model.to(device)
         self.num_layers = len(model.blocks)
         self.dim = model.final_norm.normalized_shape[0]
+        self.max_frames = 2 * model.positions.shape[0]  # the conv stem halves frames: 3000 = 30 s
         # built locally from its defaults (16 kHz, 25 ms window, 10 ms hop): no download
         self.features = WhisperFeatureExtractor(feature_size=model.conv1.in_channels)
 
@@ -194,10 +195,10 @@ class WhisperCT2Encoder:
         """
         frames = [clip_frames(len(w)) for w in waves]
         shortest, longest = min(len(w) for w in waves), max(len(w) for w in waves)
-        if shortest == 0 or max(frames) > MAX_FRAMES:
+        if shortest == 0 or max(frames) > self.max_frames:
             raise DaamlabError(
-                f"whisper encoder: clips must be 1 sample to 30 s long, got {shortest} to {longest} samples "
-                "at 16 kHz; cut long audio into chunks in the data source"
+                f"whisper encoder: clips must be 1 sample to {self.max_frames // 100} s long, got {shortest} to "
+                f"{longest} samples at 16 kHz; cut long audio into chunks in the data source"
             )
         padded_length = HOP * (max(frames) + 3)
         mel = self.features(

@@ -1,0 +1,73 @@
+"""The short results table train.py prints: one run at its end, and every job of a sweep at the sweep's end.
+
+Reads only what runs wrote (metrics.json), so a sweep's table is the same whether its jobs ran in
+this process, in joblib workers or on SLURM. A sweep groups its runs by modality and attention and
+gives the test accuracy as mean +- std over the folds / seeds that ran.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+COLUMNS = ("modality", "attention", "runs", "test acc", "test uar", "best val acc", "head params")
+
+
+def _pm(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} +- {np.std(values, ddof=1):.4f}"
+
+
+def results_table(runs: list[dict[str, Any]]) -> str:
+    """A fixed-width text table: one row per (modality, attention), in the order first seen."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[(str(run.get("modality")), str(run.get("attention")))].append(run)
+    rows = []
+    for (modality, attention), members in groups.items():
+        tested = [m for m in members if m.get("test")]
+        params = members[0].get("params", {})
+        rows.append(
+            (
+                modality,
+                attention,
+                str(len(members)),
+                _pm([m["test"]["acc"] for m in tested]) if tested else "-",
+                _pm([m["test"]["uar"] for m in tested]) if tested and "uar" in tested[0]["test"] else "-",
+                _pm([m["best_val_acc"] for m in members]),
+                f"{params.get('attention', 0):,} / {params.get('trainable', 0):,}",
+            )
+        )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    out = [line(COLUMNS), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    return "\n".join(out) + "\n(head params: attention / all trainable; mean +- std over the runs)"
+
+
+def complete_runs(root: Path) -> list[dict[str, Any]]:
+    """metrics.json of every complete run under root (a sweep directory), in path order."""
+    runs = []
+    for path in sorted(root.rglob("metrics.json")):
+        metrics = json.loads(path.read_text())
+        if metrics.get("status") == "complete":
+            runs.append(metrics)
+    return runs
+
+
+class SweepTable(Callback):
+    """Hydra callback: after a multirun, print the table of the sweep's runs."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        root = Path(config.hydra.sweep.dir)
+        runs = complete_runs(root)
+        if runs:
+            print(f"\nresults of {len(runs)} runs in {root}:\n{results_table(runs)}")
+        else:
+            print(f"\nno complete runs in {root}")
