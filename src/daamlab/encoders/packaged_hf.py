@@ -17,5 +17,5 @@ def build(cfg: DictConfig) -> hf.HFEncoder:
     folder = package_path(cfg.package, cfg.pip)
     weights = package_file(f"{cfg.package}/{cfg.weights_file}", cfg.pip)
     read_checked([weights], cfg.sha256, f"encoder '{cfg.model}'")
-    local = OmegaConf.merge(cfg, {"type": "hf", "path": str(folder)})
+    local = OmegaConf.create({**OmegaConf.to_container(cfg, resolve=True), "type": "hf", "path": str(folder)})
     return hf.build(local)
