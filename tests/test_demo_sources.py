@@ -178,8 +178,8 @@ def test_fashion_mnist_reads_idx_and_takes_balanced_subsets(fashion_root):
 
 def test_fashion_mnist_installed_files_match_the_demo_config():
     source = build_source(demo_data_config("fashion_mnist"))
-    assert source.num_items("train") == 6000 and source.num_items("test") == 2000
-    assert Counter(i.label for i in source.items("test")) == {c: 200 for c in source.class_names}
+    assert source.num_items("train") == 3000 and source.num_items("test") == 1000
+    assert Counter(i.label for i in source.items("test")) == {c: 100 for c in source.class_names}
 
 
 def test_fashion_mnist_missing_files_name_the_package(tmp_path):
