@@ -42,6 +42,9 @@ test: install  ## install, then run the fast test suite (what CI runs)
 test-full: install  ## every test, slow ones included
 	$(PY) -m pytest -q
 
+bench: install  ## speed ratios measured side by side (benchmarks/; slow on CPU: minutes)
+	for b in daam train_step cache_loading sweep; do $(PY) benchmarks/$$b.py || exit 1; done
+
 lint: install  ## ruff
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 

@@ -11,8 +11,11 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository, for its configs/
 
 
 def machine() -> str:
