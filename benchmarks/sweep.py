@@ -66,7 +66,13 @@ def main() -> None:
         start = time.perf_counter()
         build_cache(cfg)  # a fresh directory: every item goes through the encoder once
         extraction = time.perf_counter() - start
-        cached = {v: epoch_seconds(args, cache_dir, f"attention={v}") for v in variants}
+        print(
+            f"extraction: {extraction:.0f} s", flush=True
+        )  # each part as measured: a long run shows progress
+        cached = {}
+        for v in variants:
+            cached[v] = epoch_seconds(args, cache_dir, f"attention={v}")
+            print(f"cached epoch, {v}: {cached[v]:.2f} s", flush=True)
         uncached = epoch_seconds(args, cache_dir, "attention=daam", "cache.enabled=false")
 
     runs = args.folds * len(variants)
