@@ -16,7 +16,7 @@ from daamlab.data.sources import build_source
 from daamlab.encoders import build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.features import cached_feature_set
-from daamlab.features.extract import build_cache, encode_part, locate
+from daamlab.features.extract import build_cache, encode_part, locate, prefetched
 from daamlab.features.store import read_cache
 from tests.conftest import ROOT
 
@@ -222,3 +222,15 @@ def test_only_rank_zero_prepares(tmp_path, monkeypatch):
         DaamlabError, match="no finished feature cache at .*; build it with python extract.py"
     ):
         load_fn()
+
+
+def test_prefetch_keeps_order_and_raises_the_sources_error():
+    def items():
+        yield from range(5)
+        raise DaamlabError("item 5 is unreadable")
+
+    got = []
+    with pytest.raises(DaamlabError, match="item 5 is unreadable"):
+        for x in prefetched(items()):
+            got.append(x)
+    assert got == [0, 1, 2, 3, 4]

@@ -5,30 +5,33 @@ are sorted by length (longest first, ties in source order) and batched, so batch
 lengths and pad little; features go back to source order before the part is written. A part is
 the unit of resuming (a killed run redoes at most the parts it had not finished) and of sharding
 (job i of k takes parts g with g % k == i, g counting across splits). The encoder is built only
-when some part is missing, so a finished or fully sharded cache merges without it.
+when this job has a part to extract, so a finished or fully sharded cache merges without it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import queue
 import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from daamlab.data.sources import Item, Source, build_source
+from daamlab.data.sources import Source, build_source
 from daamlab.encoders import LayerEncoder, build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.features import store
 from daamlab.features.fingerprint import cache_key, fingerprint
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def locate(cfg: DictConfig, source: Source) -> tuple[Path, dict[str, Any], str]:
@@ -86,8 +89,7 @@ def parts(source: Source, split: str, part_size: int) -> Iterator[tuple[store.Pa
         return fresh
 
     index, rows, inputs = 0, [], []
-    items: Iterator[Item] = iter(source.items(split))
-    for item in items:
+    for item in source.items(split):
         if item.label not in source.class_names:
             raise DaamlabError(
                 f"source '{source.name}' item {item.id} has label {item.label!r}, "
@@ -99,6 +101,44 @@ def parts(source: Source, split: str, part_size: int) -> Iterator[tuple[store.Pa
         rows.append({"id": item.id, "group": item.group, "chunk": item.chunk, "label": item.label})
         inputs.append(item.input)
     yield store.Part(split, index, rows, new_skips(), last=True), inputs
+
+
+def prefetched(iterator: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """`iterator` run in a background thread, `depth` items ahead, so that reading the source (disk,
+    decoding, resampling) overlaps with encoding. Order and exceptions are kept."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for x in iterator:
+                if not put((x, None)):
+                    return
+            put((end, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((end, e))
+
+    thread = threading.Thread(target=work, name="daamlab-source", daemon=True)
+    thread.start()
+    try:
+        while True:
+            x, error = buffer.get()
+            if x is end:
+                if error is not None:
+                    raise error
+                return
+            yield x
+    finally:
+        stop.set()  # a consumer that stops early releases the worker
 
 
 @contextmanager
@@ -207,7 +247,7 @@ def _extract_parts(
             dynamic_ncols=True,
             mininterval=1.0,
         ) as bar:
-            for part, inputs in parts(source, split, part_size):
+            for part, inputs in prefetched(parts(source, split, part_size)):
                 mine, counter = counter % num_shards == shard, counter + 1
                 record = store.read_part_meta(cache, split, part.index, fp, part_size)
                 if record is None and mine:
@@ -251,7 +291,8 @@ def _build_encoder(cfg: DictConfig, source: Source, cache: Path) -> LayerEncoder
         if size > free:
             raise DaamlabError(
                 f"the feature cache needs about {_human(size)} but {cache.parent} has {_human(free)} free; "
-                "set paths.cache_dir elsewhere"
+                "set paths.cache_dir elsewhere, cache a layer subset (encoder.layers=[...]), or train "
+                "without a cache (cache.enabled=false: the encoder runs inside the training loop)"
             )
     return encoder
 
