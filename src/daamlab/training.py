@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -102,6 +103,8 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if is_rank_zero:  # build a missing cache once; the other ranks start after it (or run extract.py first)
         dm.prepare_data()
     dm.setup("fit")
+    if cfg.get("torch_threads"):  # set after extraction, which keeps every core (configs/modality/*_demo.yaml)
+        torch.set_num_threads(cfg.torch_threads)
     model = build_model(cfg, dm)
     summary = run_summary(cfg, model)
     log.info("trainable parameters: %s", summary["params"])
