@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from omegaconf import open_dict
 
-from tests.conftest import run_script
 from daamlab.attention import ATTENTION, GATED
 from daamlab.data import build_datamodule
 from daamlab.errors import DaamlabError
 from daamlab.training import build_model, train
+from tests.conftest import run_script
 
 SMALL = [
     "data.num_train=400",
     "data.num_test=80",
     "trainer.max_epochs=3",
-    "decoder.channels=32",
+    "decoder=linear",  # the dat decoder is covered in test_attention; runs here stay cheap
     "logger=none",
     "trainer.enable_progress_bar=false",
 ]
@@ -75,7 +75,7 @@ def test_dev_split_keeps_test_unseen(compose, tmp_path):
     "overrides,message",
     [
         (["attention.num_heads=5"], "num_heads=5 does not divide the encoder's 24 layers"),
-        (["decoder.map_shape=[7,7]"], r"decoder.map_shape=\[7, 7\] holds 49 values but each layer has 64"),
+        (["decoder=dat", "decoder.map_shape=[7,7]"], r"decoder.map_shape=\[7, 7\] holds 49 values but each layer has 64"),
         (["optim.lr=-0.1"], "optim.lr must be a number > 0, got -0.1"),
         (["optim.lr=fast"], "optim.lr must be a number > 0, got 'fast'"),
         (["data.batch_size=0"], "data.batch_size must be a whole number >= 1"),
@@ -94,7 +94,9 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     assert r.stderr.strip().splitlines()[-1].startswith("daamlab: error: DAAM: num_heads=5 does not divide")
     assert "Traceback" not in r.stderr
     r = run_script("train.py", "attention=daam3", f"paths.log_dir={tmp_path}")
-    assert r.returncode != 0 and "Could not find 'attention/daam3'" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode != 0 and "Could not find 'attention/daam3'" in r.stderr and "Traceback" not in r.stderr
+    )
 
 
 def test_eval_reproduces_the_test_metrics(tmp_path):
@@ -102,7 +104,9 @@ def test_eval_reproduces_the_test_metrics(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
     ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
-    r = run_script("eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/eval", "trainer.enable_progress_bar=false")
+    r = run_script(
+        "eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/eval", "trainer.enable_progress_bar=false"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
     assert evaluated["test"]["acc"] == pytest.approx(trained["test"]["acc"], abs=1e-6)
