@@ -19,7 +19,7 @@ from daamlab.errors import DaamlabError
 log = logging.getLogger(__name__)
 
 # what decides the model and its data: a checkpoint resumes only into the same values
-RESUME_KEYS = ("modality_name", "seed", "data", "encoder", "attention", "decoder", "loss", "optim")
+RESUME_KEYS = ("modality_name", "seed", "data", "encoder", "attention", "decoder", "loss", "optim", "augment")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -15,10 +15,13 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.checkpointing import AtomicCheckpointIO, resolve_resume
-from daamlab.data import build_datamodule
+from daamlab.data import build_datamodule, uses_cache
+from daamlab.data.raw import RawDataModule
 from daamlab.errors import DaamlabError
 from daamlab.importance import save_importance  # also registers ${if_layers:...} (the layer ablation)
 from daamlab.models.classifier import Classifier
+from daamlab.models.encoder_classifier import EncoderClassifier
+from daamlab.models.lora import LORA_METHODS, LoraClassifier
 from daamlab.models.projection import cached_layer_widths
 from daamlab.results_table import results_table
 from daamlab.runs import finished_metrics, print_config, provenance, record_failure, save_array, write_json
@@ -38,6 +41,7 @@ def check_config(cfg: DictConfig) -> None:
     bs = cfg.data.batch_size
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
         raise DaamlabError(f"data.batch_size must be a whole number >= 1, got {bs!r}")
+    check_encoder_mode(cfg)
 
 
 def _instantiate_all(node: DictConfig | None) -> list:
@@ -48,17 +52,63 @@ def _instantiate_all(node: DictConfig | None) -> list:
 
 
 def build_model(cfg: DictConfig, dm) -> Classifier:
+    head = {"num_classes": dm.num_classes, "loss": _plain(cfg.loss), "optim": _plain(cfg.optim)}
+    if isinstance(dm, RawDataModule):  # the encoder runs in the module (uncached mode, LoRA)
+        return encoder_model(cfg, dm.encoder, dm, head)
     return Classifier(
         num_layers=dm.num_layers,
         dim=dm.dim,
-        num_classes=dm.num_classes,
         attention=_plain(cfg.attention),
         decoder=_plain(cfg.decoder),
-        loss=_plain(cfg.loss),
-        optim=_plain(cfg.optim),
         compile=cfg.get("compile", False),
         layer_widths=cached_layer_widths(dm),  # layers of different widths get a per-layer projection
         projection_dim=cfg.get("projection_dim"),
+        **head,
+    )
+
+
+def check_encoder_mode(cfg: DictConfig) -> None:
+    """The options of the uncached mode (encoder in the loop) make sense only there."""
+    augment = OmegaConf.select(cfg, "augment.name", default="none")
+    if uses_cache(cfg) and augment != "none":
+        raise DaamlabError(
+            f"augment={augment} changes the raw inputs every epoch, which a feature cache cannot: "
+            "train with cache.enabled=false, or use augment=none"
+        )
+    if not uses_cache(cfg) and cfg.get("compile", False):
+        raise DaamlabError(
+            "compile=true compiles the head's forward on cached features; with the encoder in the "
+            "loop (cache.enabled=false or LoRA) the encoder dominates: set compile=false"
+        )
+    if cfg.attention.name in LORA_METHODS and (
+        cfg.data.get("layers") is not None or cfg.cache.get("round_fp16")
+    ):
+        raise DaamlabError(
+            f"attention={cfg.attention.name} trains on the encoder's pooled last layer: "
+            "leave data.layers=null and cache.round_fp16=false"
+        )
+
+
+def encoder_model(cfg: DictConfig, encoder, dm, head: dict[str, Any]) -> EncoderClassifier:
+    """The frozen encoder + the configured head, or LoRA adapters + a linear head on the last layer."""
+    common = {"encoder_cfg": _plain(cfg.encoder), "encoder": encoder, **head}
+    if cfg.attention.name in LORA_METHODS:
+        return LoraClassifier(
+            lora=_plain(cfg.attention),
+            num_layers=1,
+            dim=dm.dim,
+            attention={"name": "none"},
+            decoder={"name": "linear"},
+            **common,
+        )
+    return EncoderClassifier(
+        layers=cfg.data.get("layers"),
+        round_fp16=bool(cfg.cache.get("round_fp16", False)),
+        num_layers=dm.num_layers,
+        dim=dm.dim,
+        attention=_plain(cfg.attention),
+        decoder=_plain(cfg.decoder),
+        **common,
     )
 
 
@@ -69,7 +119,7 @@ def run_summary(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
         "fold": cfg.data.get("fold"),
         "seed": cfg.seed,
         "attention": cfg.attention.name,
-        "decoder": cfg.decoder.name,
+        "decoder": model.hparams.decoder["name"],  # LoRA's head is linear whatever cfg.decoder says
         "tags": list(cfg.tags),
         "params": model.param_counts,
     }
@@ -173,9 +223,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_cfg.paths.output_dir = cfg.paths.output_dir
     out_dir = Path(cfg.paths.output_dir)
     print_config(cfg, out_dir)
-    dm = build_datamodule(run_cfg)
+    dm = build_datamodule(run_cfg)  # uncached mode and LoRA: builds the encoder from its source
     dm.setup("test")
-    model = Classifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    if isinstance(dm, RawDataModule):  # the checkpoint holds the head (and adapters); not the encoder
+        model_class = LoraClassifier if run_cfg.attention.name in LORA_METHODS else EncoderClassifier
+        model = model_class.load_from_checkpoint(
+            ckpt, map_location="cpu", weights_only=True, encoder=dm.encoder
+        )
+    else:
+        model = Classifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     results = trainer.test(model, datamodule=dm)
     test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}

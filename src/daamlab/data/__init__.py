@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 from daamlab.data.datamodule import FeatureDataModule
 from daamlab.data.features import FeatureSet, FeatureSplit
 from daamlab.data.sources.toy import make_toy
+from daamlab.errors import DaamlabError
 
 LOADER_KEYS = {
     "batch_size",
@@ -22,6 +23,14 @@ LOADER_KEYS = {
 }
 
 
+def uses_cache(cfg: DictConfig) -> bool:
+    """False when the encoder runs inside the training loop: cache.enabled=false, or a LoRA baseline."""
+    from daamlab.models.lora import LORA_METHODS
+
+    enabled = OmegaConf.select(cfg, "cache.enabled", default=True)
+    return bool(enabled) and OmegaConf.select(cfg, "attention.name") not in LORA_METHODS
+
+
 def build_datamodule(cfg: DictConfig) -> FeatureDataModule:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     loader = {k: data.pop(k) for k in LOADER_KEYS if k in data}
@@ -29,10 +38,25 @@ def build_datamodule(cfg: DictConfig) -> FeatureDataModule:
     name = data.pop("name")
     if name == "toy":
         return FeatureDataModule(partial(make_toy, **data), **loader)
+    if not uses_cache(cfg):  # raw items; the model runs the encoder (daamlab/data/raw.py)
+        return raw_datamodule(cfg, loader)
     from daamlab.features import cached_feature_set  # the encoder + cache path
 
     load, prepare = cached_feature_set(cfg)
     return FeatureDataModule(load, prepare=prepare, **loader)
 
 
-__all__ = ["FeatureDataModule", "FeatureSet", "FeatureSplit", "build_datamodule"]
+def raw_datamodule(cfg: DictConfig, loader: dict):
+    from daamlab.data.augment import build_augment
+    from daamlab.data.raw import RawDataModule
+    from daamlab.data.sources import build_source
+    from daamlab.encoders import build_encoder
+
+    if cfg.get("encoder") is None:
+        raise DaamlabError(f"data '{cfg.data.name}' yields raw items and needs an encoder: add encoder=...")
+    source = build_source(cfg.data)
+    augment = build_augment(OmegaConf.to_container(cfg.augment) if cfg.get("augment") else None, source.kind)
+    return RawDataModule(source, build_encoder(cfg.encoder), augment=augment, **loader)
+
+
+__all__ = ["FeatureDataModule", "FeatureSet", "FeatureSplit", "build_datamodule", "uses_cache"]

@@ -113,12 +113,12 @@ class FeatureDataModule(L.LightningDataModule):
         self._check_layers()
         (train, train_rows), (test, test_rows) = self._train_test(self.data)
         train_rows, val_rows = self._dev_split(train, train_rows)
-        self.train_set = ArrayDataset(train, train_rows, self.layers)
+        self.train_set = self._dataset(train, train_rows, train=True)
         if val_rows is not None:
-            self.val_set = ArrayDataset(train, val_rows, self.layers)
+            self.val_set = self._dataset(train, val_rows)
         else:
-            self.val_set = ArrayDataset(test, test_rows, self.layers)
-        self.test_set = ArrayDataset(test, test_rows, self.layers)
+            self.val_set = self._dataset(test, test_rows)
+        self.test_set = self._dataset(test, test_rows)
         self.split_summary = {
             "train": summarize(train, train_rows, self.data.class_names),
             "val": summarize(
@@ -136,6 +136,15 @@ class FeatureDataModule(L.LightningDataModule):
                 ",".join(summary["groups"]),
                 ", ".join(f"{c} {n}" for c, n in summary["classes"].items()),
             )
+
+    def _dataset(self, split: FeatureSplit, rows: np.ndarray, train: bool = False) -> Dataset:
+        return ArrayDataset(split, rows, self.layers)
+
+    def _concat(self, splits: Sequence[FeatureSplit]) -> FeatureSplit:
+        return concat(splits)
+
+    def _sampler(self, num_items: int) -> EpochShuffleSampler:
+        return EpochShuffleSampler(num_items, self.shuffle_seed)
 
     def _check_layers(self) -> None:
         if self.layers is None:
@@ -159,7 +168,7 @@ class FeatureDataModule(L.LightningDataModule):
                 )
             train, test = data.splits["train"], data.splits["test"]
             return (train, np.arange(len(train))), (test, np.arange(len(test)))
-        rows = concat(list(data.splits.values()))
+        rows = self._concat(list(data.splits.values()))
         present = sorted(set(rows.groups.tolist()))
         groups = self.fold_groups or present
         if isinstance(self.fold, bool) or not isinstance(self.fold, int) or not 1 <= self.fold <= len(groups):
@@ -203,11 +212,11 @@ class FeatureDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.data.class_names)
 
-    def _loader(self, dataset: ArrayDataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.shuffle_seed) if shuffle else None,
+            sampler=self._sampler(len(dataset)) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=_batch,
             pin_memory=torch.cuda.is_available(),

@@ -53,8 +53,7 @@ class HFEncoder:
             raise DaamlabError(f"encoder.dtype={dtype!r} is not one of {', '.join(DTYPES)}")
         self.kind, self.dtype_name, self.batch_size = kind, dtype, int(batch_size)
         self.dtype = DTYPES[dtype]
-        self.device = torch.device(resolve_device(device))
-        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.model = model.to(torch.device(resolve_device(device)), self.dtype).eval().requires_grad_(False)
         self.processor = processor
         self.identity = identity
         config = model.config
@@ -83,6 +82,11 @@ class HFEncoder:
         else:
             self.preprocessing |= {"processor": processor.to_dict()}
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model is: it may be moved after construction (the uncached and LoRA modes follow the trainer)."""
+        return next(self.model.parameters()).device
+
     def fingerprint(self) -> dict[str, Any]:
         return {
             **self.identity,
@@ -95,14 +99,19 @@ class HFEncoder:
 
     def encode(self, inputs: list[Any]) -> torch.Tensor:
         """Raw inputs of one batch -> (B, N, d) float32 on the CPU."""
-        kwargs, valid = getattr(self, f"_{self.kind}")(inputs)
         with torch.inference_mode():
-            hidden = self.model(**kwargs, output_hidden_states=True).hidden_states  # N_all+1 x (B, T, d)
-            mask = valid(hidden[1].shape[1]).to(self.device, torch.float32)  # (B, T)
-            count = mask.sum(1).clamp_min(1.0)[:, None, None]  # (B, 1, 1)
-            # (B, 1, T) @ (B, T, d) -> (B, 1, d) per layer; hidden[0] is the embedding output
-            pooled = torch.cat([torch.bmm(mask[:, None, :], hidden[i + 1].float()) for i in self.layers], 1)
-            return (pooled / count).cpu()  # (B, N, d)
+            return self.pooled(inputs).cpu()
+
+    def pooled(self, inputs: list[Any]) -> torch.Tensor:
+        """Raw inputs -> (B, N, d) float32 on the model's device, differentiable where the model has
+        trainable weights (LoRA adapters); `encode` is this under inference mode."""
+        kwargs, valid = getattr(self, f"_{self.kind}")(inputs)
+        hidden = self.model(**kwargs, output_hidden_states=True).hidden_states  # N_all+1 x (B, T, d)
+        mask = valid(hidden[1].shape[1]).to(self.device, torch.float32)  # (B, T)
+        count = mask.sum(1).clamp_min(1.0)[:, None, None]  # (B, 1, 1)
+        # (B, 1, T) @ (B, T, d) -> (B, 1, d) per layer; hidden[0] is the embedding output
+        pooled = torch.cat([torch.bmm(mask[:, None, :], hidden[i + 1].float()) for i in self.layers], 1)
+        return pooled / count  # (B, N, d)
 
     def _audio(self, waves: list[np.ndarray]) -> tuple[dict[str, torch.Tensor], MaskFn]:
         batch = self.processor(
