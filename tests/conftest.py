@@ -16,6 +16,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def toy_unless_chosen(overrides) -> list[str]:
+    """train.py's default modality is speech_demo (minutes of synthesis and extraction on first use);
+    tests train on the toy features unless they name a modality or an experiment (which names one)."""
+    overrides = list(overrides)
+    if any(o.lstrip("+").startswith(("modality=", "experiment=")) for o in overrides):
+        return overrides
+    return ["modality=toy", *overrides]
+
+
 @pytest.fixture
 def compose():
     """compose(overrides, config_name="train") -> DictConfig as train.py sees it (no hydra node;
@@ -26,6 +35,8 @@ def compose():
 
     def _compose(overrides: list[str] = (), config_name: str = "train"):
         GlobalHydra.instance().clear()
+        if config_name == "train":
+            overrides = toy_unless_chosen(overrides)
         with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
             return hydra_compose(config_name=config_name, overrides=list(overrides))
 
@@ -36,6 +47,8 @@ def compose():
 def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run an entry point as a user would; outputs go wherever the args say (tests pass paths.log_dir)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if script == "train.py":
+        args = toy_unless_chosen(args)
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=cwd,

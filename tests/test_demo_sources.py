@@ -226,3 +226,22 @@ def test_fortunes4_installed_files_give_four_topics():
 def test_fortunes4_missing_files_name_the_package(tmp_path):
     with pytest.raises(DaamlabError, match="apt-get install fortunes"):
         build_source(demo_data_config("fortunes4", root=str(tmp_path)))
+
+
+def test_default_run_is_daam_on_speech_demo_with_three_layers_per_head():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
+        cfg = compose(config_name="train")  # no overrides: `python train.py`
+        mhsa = compose(config_name="train", overrides=["attention=mhsa"])
+    GlobalHydra.instance().clear()
+    assert (cfg.modality_name, cfg.data.name, cfg.encoder.name, cfg.attention.name) == (
+        "speech_demo",
+        "espeak_emotion",
+        "whisper_base",
+        "daam",
+    )
+    assert cfg.attention.num_heads == 2  # Whisper-base's 6 layers: 3 per head, the paper's
+    assert mhsa.attention.num_heads == 8  # daam_heads does not touch the other variants
