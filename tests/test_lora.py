@@ -22,6 +22,7 @@ D = 32  # the tiny encoders' width; 4 layers each
 
 def small(encoder: str, *overrides: str) -> list[str]:
     return [
+        "modality=toy",  # the fixed small protocol, whatever the default modality is
         "data=synthetic",
         f"data.kind={KIND[encoder]}",
         f"encoder={encoder}",

@@ -24,6 +24,7 @@ from daamlab.training import build_model, evaluate, train
 
 # tiny BEiT on synthetic images; a high lr so the validation accuracy moves between epochs
 DATA = [
+    "modality=toy",  # the fixed small protocol, whatever the default modality is
     "data=synthetic",
     "data.kind=image",
     "encoder=tiny_beit",
