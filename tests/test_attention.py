@@ -61,7 +61,12 @@ def test_daam_gates_depend_on_their_own_head_only():
 
 @pytest.mark.parametrize(
     "name,N,d,expected",
-    [("daam", 24, 1024, 16_384), ("daam_v2", 24, 1024, 2_048), ("daam", 40, 5120, 81_920), ("daam_v2", 40, 5120, 10_240)],
+    [
+        ("daam", 24, 1024, 16_384),
+        ("daam_v2", 24, 1024, 2_048),
+        ("daam", 40, 5120, 81_920),
+        ("daam_v2", 40, 5120, 10_240),
+    ],
 )
 def test_daam_parameter_counts_match_the_paper(name, N, d, expected):
     assert n_trainable(build_attention(name, N, d)) == expected
@@ -74,7 +79,9 @@ def test_gaussian_has_no_trainable_density_parameters():
     assert torch.all(m.xi == 2) and torch.all(m.delta == 0)
 
 
-@pytest.mark.parametrize("name", ["daam", "daam_v2", "daam_mixture", "gq_daam", "mhsa", "mhsa_bn", "weighted_sum"])
+@pytest.mark.parametrize(
+    "name", ["daam", "daam_v2", "daam_mixture", "gq_daam", "mhsa", "mhsa_bn", "weighted_sum"]
+)
 def test_gradients_reach_every_parameter(name):
     m = build_attention(name, 24, 64)
     x = torch.randn(8, 24, 64, requires_grad=True)
@@ -86,7 +93,10 @@ def test_gradients_reach_every_parameter(name):
 
 @pytest.mark.parametrize("name", ["daam", "daam_mixture", "gq_daam"])
 def test_heads_must_divide_layers(name):
-    with pytest.raises(DaamlabError, match=r"num_heads=7 does not divide the encoder's 24 layers.*\[1, 2, 3, 4, 6, 8, 12, 24\]"):
+    with pytest.raises(
+        DaamlabError,
+        match=r"num_heads=7 does not divide the encoder's 24 layers.*\[1, 2, 3, 4, 6, 8, 12, 24\]",
+    ):
         build_attention(name, 24, 64, num_heads=7)
 
 

@@ -75,7 +75,9 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     common = [*RUN, "trainer.max_epochs=3", "trainer.accelerator=cpu"]
     one = run_script("train.py", *common, "data.batch_size=32", f"hydra.run.dir={tmp_path}/one")
     assert one.returncode == 0, one.stderr[-2000:]
-    ddp = run_script("train.py", *common, "trainer=ddp", "data.batch_size=16", f"hydra.run.dir={tmp_path}/ddp")
+    ddp = run_script(
+        "train.py", *common, "trainer=ddp", "data.batch_size=16", f"hydra.run.dir={tmp_path}/ddp"
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     a = json.loads((tmp_path / "one" / "metrics.json").read_text())
     b = json.loads((tmp_path / "ddp" / "metrics.json").read_text())

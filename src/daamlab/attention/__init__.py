@@ -7,8 +7,8 @@ names under configs/attention/. DAAM-family modules also take `return_gates=True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from torch import nn
 

@@ -116,7 +116,7 @@ class Classifier(L.LightningModule):
         logits = self(x)
         loss = self.criterion(logits, y)
         self.train_acc(logits, y)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
@@ -127,7 +127,7 @@ class Classifier(L.LightningModule):
             self.val_gates.update(gates)
         else:
             logits = self(x)
-        self.log("val/loss", self.criterion(logits, y), on_step=False, on_epoch=True)
+        self.log("val/loss", self.criterion(logits, y), on_step=False, on_epoch=True, sync_dist=True)
         self.val_metrics.update(logits, y)
 
     def on_validation_epoch_end(self) -> None:
@@ -141,17 +141,17 @@ class Classifier(L.LightningModule):
                 self.best_gates.copy_(self.val_gates.compute())
         if self.gated:
             self.val_gates.reset()
-        self.log_dict(values)
-        self.log("val/acc_best", self.best_val_acc, prog_bar=True)
+        self.log_dict(values, sync_dist=True)  # already reduced by torchmetrics; this only silences DDP
+        self.log("val/acc_best", self.best_val_acc, prog_bar=True, sync_dist=True)
 
     def test_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        self.log("test/loss", self.criterion(logits, y), on_step=False, on_epoch=True)
+        self.log("test/loss", self.criterion(logits, y), on_step=False, on_epoch=True, sync_dist=True)
         self.test_metrics.update(logits, y)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
+        self.log_dict(self.test_metrics.compute(), sync_dist=True)
         self.test_metrics.reset()
 
     def configure_optimizers(self):
