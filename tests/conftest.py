@@ -16,13 +16,20 @@ os.environ.setdefault("WANDB_SILENT", "true")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def chooses_modality(override: str) -> bool:
+    """`modality=...`, or an experiment whose config picks the modality (paper_iemocap, not the ablation)."""
+    key, _, value = override.lstrip("+").partition("=")
+    if key == "experiment":
+        experiment = ROOT / "configs" / "experiment" / f"{value}.yaml"
+        return experiment.is_file() and "override /modality" in experiment.read_text()
+    return key == "modality"
+
+
 def toy_unless_chosen(overrides) -> list[str]:
     """train.py's default modality is speech_demo (minutes of synthesis and extraction on first use);
-    tests train on the toy features unless they name a modality or an experiment (which names one)."""
+    tests train on the toy features unless they choose a modality."""
     overrides = list(overrides)
-    if any(o.lstrip("+").startswith(("modality=", "experiment=")) for o in overrides):
-        return overrides
-    return ["modality=toy", *overrides]
+    return overrides if any(chooses_modality(o) for o in overrides) else ["modality=toy", *overrides]
 
 
 @pytest.fixture
