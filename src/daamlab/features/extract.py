@@ -56,8 +56,10 @@ def input_length(x: Any) -> int:
     return int(np.prod(size)) if isinstance(size, tuple) else 0
 
 
-def encode_part(encoder: LayerEncoder, inputs: list[Any], batch_size: int) -> np.ndarray:
-    """(n, N, d) float16 features in input order, batched by length."""
+def encode_part(
+    encoder: LayerEncoder, inputs: list[Any], batch_size: int, ids: list[str] | None = None
+) -> np.ndarray:
+    """(n, N, d) float16 features in input order, batched by length; `ids` name bad items in errors."""
     lengths = [input_length(x) for x in inputs]
     order = sorted(range(len(inputs)), key=lambda i: -lengths[i])  # stable: ties keep source order
     out = np.empty((len(inputs), encoder.num_layers, encoder.dim), dtype=np.float32)
@@ -67,9 +69,11 @@ def encode_part(encoder: LayerEncoder, inputs: list[Any], batch_size: int) -> np
     half = out.astype(np.float16)
     bad = ~np.isfinite(half).all(axis=(1, 2))
     if bad.any():
+        named = [ids[i] for i in np.flatnonzero(bad)[:5]] if ids else []
         raise DaamlabError(
             "the encoder gave non-finite features (NaN, or beyond float16's range of 65504) for "
-            f"{int(bad.sum())} items of one part; run it in another precision (encoder.dtype=fp32 or bf16)"
+            f"{int(bad.sum())} items of one part{' (' + ', '.join(named) + ')' if named else ''}; "
+            "run it in another precision (encoder.dtype=fp32 or bf16)"
         )
     return half
 
@@ -255,7 +259,8 @@ def _extract_parts(
                         return records
                     if encoder is None:
                         encoder = _build_encoder(cfg, source, cache)
-                    features = encode_part(encoder, inputs, int(cfg.encoder.get("batch_size") or 8))
+                    batch_size = int(cfg.encoder.get("batch_size") or 8)
+                    features = encode_part(encoder, inputs, batch_size, [r["id"] for r in part.rows])
                     info = {
                         "fingerprint": fp,
                         "part_size": part_size,
