@@ -108,6 +108,16 @@ def test_cache_layout_contents_and_skips(built):
             np.load(directory / split / name, allow_pickle=False)  # plain numeric arrays: no pickle anywhere
 
 
+@pytest.mark.parametrize("kind,encoder", [("image", "tiny_beit"), ("text", "tiny_llama")])
+def test_image_and_text_items_extract_and_load(tmp_path, kind, encoder):
+    cfg = extract_cfg(tmp_path, f"data.kind={kind}", f"encoder={encoder}", "data.num_broken=0")
+    directory = build_cache(cfg)
+    data = load(cfg)
+    assert {s: v.features.shape for s, v in data.splits.items()} == {"train": (20, 4, 32), "test": (6, 4, 32)}
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["encoder"]["preprocessing"]["kind"] == kind and manifest["source"]["kind"] == kind
+
+
 def test_fingerprint_ignores_only_what_cannot_change_the_features(built, tmp_path):
     cfg, directory = built
 
