@@ -39,6 +39,7 @@ def run_train(*args: str):
 def test_rerun_of_a_killed_sweep_retrains_only_the_unfinished_job(tmp_path):
     args = [
         "-m",
+        "modality=toy",
         "attention=daam,none",
         "sweep_name=resume",
         f"paths.log_dir={tmp_path}",
