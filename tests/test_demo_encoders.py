@@ -221,7 +221,9 @@ def fake_whisper_package(tmp_path, monkeypatch):
 
 
 def test_whisper_build_reads_the_parts_and_checks_the_sha256(fake_whisper_package):
+    rng_before = torch.get_rng_state()
     encoder = build_encoder(fake_whisper_package)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # training after extraction starts from the seed
     assert (encoder.num_layers, encoder.dim) == (TINY["layers"], TINY["dim"])
     assert encoder.fingerprint()["sha256"] == fake_whisper_package.sha256
     wrong = OmegaConf.merge(fake_whisper_package, {"sha256": "0" * 64})
@@ -255,7 +257,9 @@ def check_block_features(encoder, images: list[Image.Image]) -> torch.Tensor:
     for k, width in enumerate(LITE0_WIDTHS):
         assert torch.all(x[:, k, width:] == 0) and torch.any(x[:, k, :width] != 0)  # zero padding only
     assert torch.equal(encoder.encode(images), x)  # deterministic
-    assert torch.allclose(encoder.encode(images[:1])[0], x[0], rtol=1e-4, atol=1e-4)  # batch mates do not matter
+    assert torch.allclose(
+        encoder.encode(images[:1])[0], x[0], rtol=1e-4, atol=1e-4
+    )  # batch mates do not matter
     return x
 
 

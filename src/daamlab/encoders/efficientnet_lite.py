@@ -87,7 +87,8 @@ def build(cfg: DictConfig) -> EfficientNetLiteEncoder:
     path = package_file(cfg.weights, cfg.pip)
     data = read_checked([path], cfg.sha256, f"encoder '{cfg.model}'")
     # the package's static 'same' padding depends on the input size: build it for the size we feed
-    model = EfficientNet.from_name(cfg.model, image_size=cfg.image_size)
+    with torch.random.fork_rng(devices=[]):  # throwaway initial weights: the caller's RNG stays as it was
+        model = EfficientNet.from_name(cfg.model, image_size=cfg.image_size)
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), strict=True)
     device = torch.device(resolve_device(cfg.device))
     return EfficientNetLiteEncoder(cfg.model, model, cfg.sha256, cfg.image_size, device, cfg.batch_size)

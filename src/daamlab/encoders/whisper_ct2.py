@@ -226,6 +226,9 @@ def build(cfg: DictConfig) -> WhisperCT2Encoder:
         raise DaamlabError("encoder.model_files and encoder.pip must have one entry per file")
     paths = [package_file(spec, pip_name) for spec, pip_name in zip(cfg.model_files, cfg.pip, strict=True)]
     data = read_checked(paths, cfg.sha256, f"encoder '{cfg.model}'")
-    model = load_ct2_whisper_encoder(read_ct2_model(data))
+    # building the modules draws throwaway initial weights: leave the caller's RNG as it was, so a
+    # run that extracts first trains exactly like a run that finds the cache
+    with torch.random.fork_rng(devices=[]):
+        model = load_ct2_whisper_encoder(read_ct2_model(data))
     device = torch.device(resolve_device(cfg.device))
     return WhisperCT2Encoder(cfg.model, model, cfg.sha256, device, cfg.batch_size)
