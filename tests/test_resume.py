@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import ROOT, run_script
 
 RUN = [
+    "modality=toy",
     "data.num_train=400",
     "data.num_test=100",
     "decoder=linear",

@@ -37,6 +37,7 @@ SOAK = [
     "launcher=joblib",
     "hydra.launcher.n_jobs=2",
     "sweep_name=soak",
+    "modality=toy",
     "attention=daam,none",
     "seed=range(1,11)",
     "data.num_train=200",
