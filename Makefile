@@ -43,7 +43,7 @@ test-full: install  ## every test, slow ones included
 	$(PY) -m pytest -q
 
 bench: install  ## speed ratios measured side by side (benchmarks/; slow on CPU: minutes)
-	for b in daam train_step cache_loading sweep; do $(PY) benchmarks/$$b.py || exit 1; done
+	for b in daam train_step cache_loading extract sweep; do $(PY) benchmarks/$$b.py || exit 1; done
 
 lint: install  ## ruff
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
