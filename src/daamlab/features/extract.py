@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -258,7 +259,10 @@ def _extract_parts(
                     if (cache / store.MANIFEST).is_file():  # another shard job merged while this one iterated
                         return records
                     if encoder is None:
-                        encoder = _build_encoder(cfg, source, cache)
+                        # building a model may draw from the global RNG: fork it, so a run that
+                        # extracts first trains exactly like one that finds the cache
+                        with torch.random.fork_rng():
+                            encoder = _build_encoder(cfg, source, cache)
                     batch_size = int(cfg.encoder.get("batch_size") or 8)
                     features = encode_part(encoder, inputs, batch_size, [r["id"] for r in part.rows])
                     info = {
