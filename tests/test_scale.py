@@ -32,6 +32,22 @@ def test_launchers_compose(launcher, target):
         assert cfg.hydra.launcher.gpus_per_node == 2
 
 
+def test_sharded_extraction_composes_as_a_slurm_array():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "configs")):
+        cfg = compose(
+            "extract",
+            overrides=["launcher=slurm", "cache.num_shards=8", "cache.shard=3"],
+            return_hydra_config=True,
+        )
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.tasks_per_node == 1 and (cfg.cache.shard, cfg.cache.num_shards) == (3, 8)
+
+
 SOAK = [
     "-m",
     "launcher=joblib",

@@ -22,7 +22,7 @@ COLUMNS = ("modality", "attention", "runs", "test acc", "test uar", "best val ac
 def _pm(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} +- {np.std(values, ddof=1):.4f}"
+    return f"{np.mean(values):.4f} +- {np.std(values):.4f}"  # population std, as the report and the paper
 
 
 def results_table(runs: list[dict[str, Any]]) -> str:
