@@ -256,6 +256,11 @@ def build(cfg: DictConfig) -> HFEncoder:
         "class": type(model).__name__,
         "weights_xxh3": weights_checksum(model),
     }
+    return from_config(model, processor, kind, cfg, identity)
+
+
+def from_config(model, processor, kind: str, cfg: DictConfig, identity: dict[str, Any]) -> HFEncoder:
+    """The wrapper around a loaded model, with the encoder config's runtime keys (hf and tiny share it)."""
     return HFEncoder(
         model,
         processor,

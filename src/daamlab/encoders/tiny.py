@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from daamlab.encoders.hf import HFEncoder, weights_checksum
+from daamlab.encoders.hf import HFEncoder, from_config, weights_checksum
 from daamlab.errors import DaamlabError
 
 KIND = {"wavlm": "audio", "beit": "image", "llama": "text"}
@@ -123,15 +123,4 @@ def build(cfg: DictConfig) -> HFEncoder:
         "class": type(model).__name__,
         "weights_xxh3": weights_checksum(model),
     }
-    return HFEncoder(
-        model,
-        processor,
-        kind=KIND[arch],
-        dtype=cfg.dtype,
-        device=cfg.device,
-        layers=cfg.get("layers"),
-        batch_size=cfg.batch_size,
-        normalize_audio=cfg.get("normalize_audio", False),
-        max_length=cfg.get("max_length"),
-        identity=identity,
-    )
+    return from_config(model, processor, KIND[arch], cfg, identity)
