@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -143,9 +142,10 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     check_config(cfg)
     resume_from = resolve_resume(cfg, out_dir)  # before print_config rewrites the run's config.yaml
     is_rank_zero = rank_zero_only.rank == 0  # DDP: Lightning starts ranks >= 1 inside fit()
+    run_info = provenance()  # git SHA, versions: in run_info.json now, so a crashed run has it too
     if is_rank_zero:
         print_config(cfg, out_dir)
-        write_json(out_dir / "run_info.json", provenance())
+        write_json(out_dir / "run_info.json", run_info)
     L.seed_everything(cfg.seed, workers=True)
     started = time.time()
 
@@ -153,7 +153,9 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if is_rank_zero:  # build a missing cache once; the other ranks start after it (or run extract.py first)
         dm.prepare_data()
     dm.setup("fit")
-    if cfg.get("torch_threads"):  # set after extraction, which keeps every core (configs/modality/*_demo.yaml)
+    if cfg.get(
+        "torch_threads"
+    ):  # set after extraction, which keeps every core (configs/modality/*_demo.yaml)
         torch.set_num_threads(cfg.torch_threads)
     model = build_model(cfg, dm)
     summary = run_summary(cfg, model)
@@ -191,7 +193,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "test": test,
             "wall_time_s": round(time.time() - started, 2),
             "data_info": dm.data.info,
-            "provenance": json.loads((out_dir / "run_info.json").read_text()),
+            "provenance": run_info,
             "splits": dm.split_summary,  # rows, items, groups, per-class counts of train/val/test
         }
         write_json(out_dir / "metrics.json", metrics)
