@@ -64,3 +64,14 @@ def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) ->
         timeout=timeout,
         env=env,
     )
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread than fighting over a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -30,9 +30,11 @@ SMALL = [
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
+def one_thread_module():
+    """One thread for the whole module: the module-scoped cache and the per-test rebuilds must use the
+    same thread count, or their float sums (and bytes) differ."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

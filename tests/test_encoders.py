@@ -20,13 +20,7 @@ from tests.conftest import ROOT
 ARCHS = {"tiny_wavlm": "audio", "tiny_beit": "image", "tiny_llama": "text"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared 2-core machine
 
 
 def encoder_cfg(name: str, **overrides):

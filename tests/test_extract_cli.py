@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import open_dict
 
 from daamlab.features import extract as extract_module
@@ -29,12 +28,7 @@ RESUME = [
 PARTS = 40 // 4 + 8 // 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared 2-core machine
 
 
 def files(directory: Path) -> dict[str, bytes]:

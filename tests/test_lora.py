@@ -37,12 +37,7 @@ def small(encoder: str, *overrides: str) -> list[str]:
     ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared 2-core machine
 
 
 def build(compose, tmp_path, encoder: str, *overrides: str):

@@ -75,7 +75,10 @@ def test_dev_split_keeps_test_unseen(compose, tmp_path):
     "overrides,message",
     [
         (["attention.num_heads=5"], "num_heads=5 does not divide the encoder's 24 layers"),
-        (["decoder=dat", "decoder.map_shape=[7,7]"], r"decoder.map_shape=\[7, 7\] holds 49 values but each layer has 64"),
+        (
+            ["decoder=dat", "decoder.map_shape=[7,7]"],
+            r"decoder.map_shape=\[7, 7\] holds 49 values but each layer has 64",
+        ),
         (["optim.lr=-0.1"], "optim.lr must be a number > 0, got -0.1"),
         (["optim.lr=fast"], "optim.lr must be a number > 0, got 'fast'"),
         (["data.batch_size=0"], "data.batch_size must be a whole number >= 1"),
