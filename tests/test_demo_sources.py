@@ -18,7 +18,7 @@ import soundfile as sf
 from omegaconf import OmegaConf
 
 from daamlab.data.sources import build_source
-from daamlab.data.sources.espeak_emotion import plan_utterances
+from daamlab.data.sources.espeak_emotion import plan_settings, plan_utterances
 from daamlab.errors import DaamlabError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,18 +66,7 @@ def test_espeak_default_plan_is_large_balanced_and_voice_disjoint():
 
 def test_espeak_plan_is_a_function_of_the_seed_and_classes_overlap():
     cfg = demo_data_config("espeak_emotion")
-    settings = {
-        k: OmegaConf.to_container(cfg[k]) if OmegaConf.is_config(cfg[k]) else cfg[k]
-        for k in (
-            "voices",
-            "sentences",
-            "emotions",
-            "clips_per_voice_and_class",
-            "num_groups",
-            "jitter",
-            "snr_db",
-        )
-    }
+    settings = plan_settings(cfg)
     a, b = plan_utterances(**settings, seed=0), plan_utterances(**settings, seed=0)
     assert a == b
     assert plan_utterances(**settings, seed=1) != a

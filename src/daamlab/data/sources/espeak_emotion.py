@@ -190,21 +190,20 @@ class EspeakEmotionSource:
             yield Item(id=utt.id, group=utt.group, label=utt.label, input=waveform_16k(audio, rate))
 
 
+PLAN_KEYS = ("voices", "sentences", "emotions", "clips_per_voice_and_class", "num_groups", "jitter", "snr_db")
+
+
+def plan_settings(cfg: DictConfig) -> dict:
+    """The data config's keys that decide the clips (plain values), without the seed."""
+    return {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in PLAN_KEYS
+    }
+
+
 def build(cfg: DictConfig) -> EspeakEmotionSource:
     if cfg.get("root") is None:
         raise DaamlabError("data.root is not set: the folder for the generated espeak_emotion clips")
-    settings = {
-        key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-        for key in (
-            "voices",
-            "sentences",
-            "emotions",
-            "clips_per_voice_and_class",
-            "num_groups",
-            "jitter",
-            "snr_db",
-        )
-    }
-    settings["seed"] = cfg.seed
+    settings = {**plan_settings(cfg), "seed": cfg.seed}
     plan = plan_utterances(**settings)
     return EspeakEmotionSource(Path(cfg.root), settings, plan)
