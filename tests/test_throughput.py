@@ -1,12 +1,42 @@
-"""Throughput switches change speed, not numbers: channels-last decoder, compiled classifier."""
+"""Throughput switches change speed, not numbers: fp16 batches, channels-last decoder, compiled classifier."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from daamlab.data import build_datamodule
 from daamlab.models.classifier import Classifier
 from daamlab.models.decoder import DATDecoder
+from daamlab.training import build_model
+
+
+def test_cached_batches_ship_as_stored_and_the_model_widens_them(compose, tmp_path):
+    cfg = compose(
+        [
+            "data=synthetic",
+            "data.kind=image",
+            "data.num_train=12",
+            "data.num_test=4",
+            "encoder=tiny_beit",
+            "encoder.device=cpu",
+            "attention=daam_v2",
+            f"paths.cache_dir={tmp_path}",
+        ]
+    )
+    dm = build_datamodule(cfg)
+    dm.prepare_data()  # extracts the float16 cache
+    dm.setup("fit")
+    train = dm.train_set
+    index = [5, 0, 3]
+    x, y = train.__getitems__(index)
+    rows = np.sort(train.rows[index])
+    assert x.dtype == torch.float16  # half the bytes to pin and copy; no host-side conversion
+    np.testing.assert_array_equal(x.numpy(), train.split.features[rows])
+    np.testing.assert_array_equal(y.numpy(), train.split.labels[rows])
+    model = build_model(cfg, dm).eval()
+    torch.testing.assert_close(model(x), model(x.float()), rtol=0, atol=0)
 
 
 def test_channels_last_decoder_equals_the_default_layout():

@@ -96,7 +96,7 @@ class Classifier(L.LightningModule):
             self.compile()
 
     def forward(self, x: torch.Tensor, return_gates: bool = False):
-        x = self.projection(x)  # (B, N, d)
+        x = self.projection(x.float())  # (B, N, d); cached batches arrive as float16, widened here
         if return_gates:
             y, gates = self.attention(x, return_gates=True)
             return self.decoder(y), gates
