@@ -11,7 +11,8 @@ The encoder is a WavLM from the real config class with random weights (no downlo
 tiny` (the tests' 4 x 32), `base` (12 x 768, WavLM-Base shape) or `large` (24 x 1024, WavLM-Large
 shape). Items are synthetic 16 kHz clips of uniform length in [--min-seconds, --max-seconds].
 
-    python benchmarks/extract.py --model base --items 48          # CPU
+    python benchmarks/extract.py --model base --items 48              # CPU, fp32: equal outputs
+    python benchmarks/extract.py --model base --items 48 --dtype bf16 # CPU with AVX512-BF16 or AMX
     python benchmarks/extract.py --model large --items 512 --dtype bf16  # GPU
 """
 
@@ -28,7 +29,7 @@ from hydra import compose, initialize_config_dir
 
 from daamlab.data.sources import build_source
 from daamlab.encoders import build_encoder
-from daamlab.encoders.hf import HFEncoder
+from daamlab.encoders.hf import HFEncoder, resolve_device
 from daamlab.features import extract as extract_module
 from daamlab.features.extract import build_cache, input_length, locate
 from daamlab.features.store import read_cache
@@ -126,7 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=["tiny", "base", "large"], default="base")
     parser.add_argument("--items", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="pipeline batch (default: 1 on a CPU, 8 on a GPU)"
+    )
     parser.add_argument("--part-size", type=int, default=256)
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--device", default="auto")
@@ -137,6 +140,8 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     args = parser.parse_args()
+    if args.batch_size is None:  # a CPU forward gains nothing from batching; padding only costs it
+        args.batch_size = 1 if resolve_device(args.device) == "cpu" else 8
     if args.threads:
         torch.set_num_threads(args.threads)
 

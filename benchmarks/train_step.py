@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import statistics
 import tempfile
 
@@ -79,7 +80,7 @@ def speed(args, device: str) -> None:
 
 def accuracy(args) -> None:
     variants = {
-        "plain": ["attention.fused=false"],
+        "plain": ["attention.fused=false", "decoder.channels_last=false"],
         "all": ["decoder.channels_last=true", "trainer.precision=bf16-mixed", "compile=true"],
     }
     accs: dict[str, list[float]] = {name: [] for name in variants}
@@ -88,6 +89,7 @@ def accuracy(args) -> None:
             with (
                 tempfile.TemporaryDirectory() as out,
                 initialize_config_dir(str(ROOT / "configs"), version_base="1.3"),
+                contextlib.redirect_stdout(io.StringIO()),  # each run's config tree and results table
             ):
                 cfg = compose(
                     "train",
