@@ -211,3 +211,14 @@ def test_a_cache_too_big_for_the_disk_points_to_the_uncached_mode(compose, tmp_p
     cfg = compose([*DATA, f"paths.cache_dir={tmp_path}"], config_name="extract")
     with pytest.raises(DaamlabError, match=r"needs about .* free; .*encoder.layers=.*cache.enabled=false"):
         build_cache(cfg)
+
+
+def test_torch_threads_narrows_a_cached_head_only(compose, tmp_path, monkeypatch):
+    """The demos' torch_threads=1 is for the small head; an encoder in the loop keeps every core."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    one_epoch = ["+torch_threads=1", "trainer.max_epochs=1", "test=false"]
+    run(compose, tmp_path, "uncached", *one_epoch, "cache.enabled=false")
+    assert calls == []
+    run(compose, tmp_path, "cached", *one_epoch)
+    assert calls == [1]

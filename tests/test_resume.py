@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -22,15 +23,22 @@ RUN = [
     "logger=none",
     "trainer.enable_progress_bar=false",
 ]
+LOGGED = ["logger=csv" if o == "logger=none" else o for o in RUN]  # with its metrics.csv history
+
+
+def val_history(run_dir) -> list[tuple[int, float]]:
+    """(epoch, val/acc) rows of the run's metrics.csv, in file order."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        return [(int(r["epoch"]), float(r["val/acc"])) for r in csv.DictReader(f) if r.get("val/acc")]
 
 
 def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
-    whole = run_script("train.py", *RUN, f"hydra.run.dir={tmp_path}/whole")
+    whole = run_script("train.py", *LOGGED, f"hydra.run.dir={tmp_path}/whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *RUN, f"hydra.run.dir={run_dir}"],
+        [sys.executable, str(ROOT / "train.py"), *LOGGED, f"hydra.run.dir={run_dir}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -43,7 +51,7 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     proc.wait()
     assert last.exists() and not (run_dir / "metrics.json").exists(), "the run was not killed mid-training"
 
-    resumed = run_script("train.py", *RUN, f"hydra.run.dir={run_dir}")  # ckpt_path=last is the default
+    resumed = run_script("train.py", *LOGGED, f"hydra.run.dir={run_dir}")  # ckpt_path=last is the default
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
     a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
@@ -52,6 +60,12 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     assert b["best_epoch"] == a["best_epoch"]
     for k in ("acc", "f1", "uar", "loss"):
         assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-5)
+    # the CSV history holds every epoch once, as the uninterrupted run's (Lightning's own logger
+    # would have deleted the rows written before the kill)
+    whole_history, resumed_history = val_history(tmp_path / "whole"), val_history(run_dir)
+    assert [e for e, _ in whole_history] == list(range(5))
+    assert [e for e, _ in resumed_history] == [e for e, _ in whole_history]
+    assert [a for _, a in resumed_history] == pytest.approx([a for _, a in whole_history], abs=1e-6)
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):

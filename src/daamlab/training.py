@@ -153,9 +153,9 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if is_rank_zero:  # build a missing cache once; the other ranks start after it (or run extract.py first)
         dm.prepare_data()
     dm.setup("fit")
-    if cfg.get(
-        "torch_threads"
-    ):  # set after extraction, which keeps every core (configs/modality/*_demo.yaml)
+    # the demos train their small heads on one thread (configs/modality/*_demo.yaml); extraction,
+    # before this, and an encoder inside the loop (no cache, LoRA) keep every core
+    if cfg.get("torch_threads") and uses_cache(cfg):
         torch.set_num_threads(cfg.torch_threads)
     model = build_model(cfg, dm)
     summary = run_summary(cfg, model)
