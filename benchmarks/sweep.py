@@ -6,7 +6,8 @@ the memory-mapped cache. Running the whole uncached sweep takes hours on a CPU, 
 parts through train.py's own code path, on a fresh cache directory, and adds them up:
   extraction      build_cache once (every item through the encoder), timed
   cached epoch    per variant: train(fold 1) for `--epochs` epochs from the cache, wall time / epochs
-  uncached epoch  train(fold 1, cache.enabled=false) for `--epochs` epochs, wall time / epochs
+  uncached epoch  train(fold 1, cache.enabled=false) for `--epochs` epochs, wall time / epochs; its
+                  batches are drawn at random, so each is padded to its longest clip (as s3prl's are)
 Both epoch figures include the run's set-up, divided over the epochs: the cached side is charged the
 more for it. Totals use the modality's own max_epochs for each of the variants x folds runs.
 
@@ -19,6 +20,7 @@ import argparse
 import tempfile
 import time
 
+import torch
 from common import ROOT, machine, print_table
 from hydra import compose, initialize_config_dir
 
@@ -46,8 +48,10 @@ def config(args, cache_dir: str, out_dir: str, *overrides: str):
 
 
 def epoch_seconds(args, cache_dir: str, *overrides: str) -> float:
+    threads = torch.get_num_threads()  # a demo's torch_threads narrows a cached run: undo it for the next
     with tempfile.TemporaryDirectory() as out:
         metrics = train(config(args, cache_dir, out, f"trainer.max_epochs={args.epochs}", *overrides))
+    torch.set_num_threads(threads)
     return metrics["wall_time_s"] / args.epochs
 
 
