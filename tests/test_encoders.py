@@ -66,7 +66,10 @@ def test_padding_never_changes_an_items_features(encoders, name):
     alone = torch.cat([encoder.encode([x]) for x in items])
     torch.testing.assert_close(batched, alone, atol=2e-5, rtol=1e-4)
     if encoder.kind == "audio":  # so the masked path (batched) is checked against the unmasked one (alone)
-        assert "attention_mask" in encoder._audio(items)[0] and "attention_mask" not in encoder._audio(items[:1])[0]
+        assert (
+            "attention_mask" in encoder._audio(items)[0]
+            and "attention_mask" not in encoder._audio(items[:1])[0]
+        )
 
 
 def test_unmasked_pooling_would_differ_so_the_padding_test_has_teeth(encoders):

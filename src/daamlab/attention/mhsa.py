@@ -32,7 +32,13 @@ class MHSA(nn.Module):
 
 class MHSAPaper(nn.Module):
     def __init__(
-        self, *, num_layers: int, dim: int, num_heads: int = 8, layer: int | None = None, batch_norm: bool = False
+        self,
+        *,
+        num_layers: int,
+        dim: int,
+        num_heads: int = 8,
+        layer: int | None = None,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if layer is not None and not 0 <= layer < num_layers:

@@ -42,8 +42,10 @@ class DAAMMixture(nn.Module):
         self.num_heads = num_heads
         self.out_layers, self.out_dim = num_layers, dim
         self.offsets = nn.Parameter(torch.zeros(num_heads, num_gaussians))  # m: (g, K)
-        c = torch.exp(torch.randn(num_heads, num_gaussians)) if c_init is None else torch.full(
-            (num_heads, num_gaussians), float(c_init)
+        c = (
+            torch.exp(torch.randn(num_heads, num_gaussians))
+            if c_init is None
+            else torch.full((num_heads, num_gaussians), float(c_init))
         )
         self.c = nn.Parameter(c)  # (g, K)
 
