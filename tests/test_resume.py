@@ -99,3 +99,26 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path):
     assert b["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
     for k in ("acc", "f1", "uar", "loss"):
         assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-4)
+
+
+def test_ddp_jobs_of_a_multirun_each_equal_one_process(tmp_path):
+    """Lightning relaunches ranks >= 1 from sys.argv: inside a multirun each job must start its own
+    ranks, as that job, in that job's folder (daamlab.runs.ddp_relaunches_this_job)."""
+    sweep = ["-m", *RUN, "trainer.max_epochs=3", "trainer.accelerator=cpu", "attention=daam,none"]
+
+    def results(name: str, *overrides: str) -> dict[str, dict]:
+        done = run_script("train.py", *sweep, *overrides, f"hydra.sweep.dir={tmp_path / name}", timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs = {
+            p.parent.name.split(",")[0]: json.loads(p.read_text())
+            for p in (tmp_path / name).glob("*/metrics.json")
+        }
+        assert set(runs) == {"attention=daam", "attention=none"}
+        return runs
+
+    one = results("one", "data.batch_size=32")
+    ddp = results("ddp", "trainer=ddp", "data.batch_size=16")
+    for job, a in one.items():
+        assert ddp[job]["status"] == "complete"
+        assert ddp[job]["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
+        assert ddp[job]["test"]["acc"] == pytest.approx(a["test"]["acc"], abs=1e-6)

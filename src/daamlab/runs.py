@@ -9,12 +9,14 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from daamlab.errors import DaamlabError
 
@@ -141,12 +143,54 @@ def provenance() -> dict[str, Any]:
     }
 
 
+# what Lightning's DDP launcher sets in the launching process
+DDP_ENVIRON = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+@contextmanager
+def ddp_relaunches_this_job() -> Iterator[None]:
+    """Inside a Hydra multirun job, make Lightning's DDP start ranks >= 1 as this one job.
+
+    Lightning starts them by re-running sys.argv with hydra.run.dir=<Hydra's run.dir>: in a multirun
+    that is the whole sweep (`-m a=1,2`) in a folder that is not this job's. For the job's length,
+    argv holds the job's own overrides and run.dir its output folder. After it, both are restored, and
+    so are the variables the launcher set (with LOCAL_RANK set, the next job would start no ranks);
+    the job's process group is closed (Lightning keeps it; the next job's ranks are new processes).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    hydra = HydraConfig.get()
+    argv, run_dir = sys.argv, hydra.run.dir
+    environ = {k: os.environ.get(k) for k in DDP_ENVIRON}
+    sys.argv = [argv[0], *hydra.overrides.task]
+    with read_write(hydra):
+        hydra.run.dir = hydra.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        with read_write(hydra):
+            hydra.run.dir = run_dir
+        for k, v in environ.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run an entry point; bad input ends in one line on stderr and exit status 2, not a traceback.
     An open W&B run is finished whatever happens, so the next job of a multirun starts its own."""
     failed = True
     try:
-        result = task(cfg)
+        with ddp_relaunches_this_job():
+            result = task(cfg)
         failed = False
         return result
     except OSError as e:
