@@ -122,3 +122,33 @@ def test_ddp_jobs_of_a_multirun_each_equal_one_process(tmp_path):
         assert ddp[job]["status"] == "complete"
         assert ddp[job]["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
         assert ddp[job]["test"]["acc"] == pytest.approx(a["test"]["acc"], abs=1e-6)
+
+
+def test_uncached_ddp_equals_one_process(tmp_path):
+    """The encoder inside the loop (cache.enabled=false) under DDP: each rank encodes its own shard."""
+    common = [
+        "modality=toy",
+        "data=synthetic",
+        "data.kind=image",
+        "encoder=tiny_beit",
+        "encoder.device=cpu",
+        "data.num_train=64",
+        "data.num_test=16",
+        "data.num_classes=5",
+        "attention=daam_v2",
+        "decoder=linear",
+        "optim.lr=2e-2",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "cache.enabled=false",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    ]
+    for name, overrides in (("one", ["data.batch_size=32"]), ("ddp", ["trainer=ddp", "data.batch_size=16"])):
+        done = run_script("train.py", *common, *overrides, f"hydra.run.dir={tmp_path / name}", timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "ddp"))
+    assert b["data_info"]["cache"] is None  # it did run without the cache
+    assert b["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
+    for k in ("acc", "loss"):
+        assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-5)
