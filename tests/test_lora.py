@@ -167,6 +167,14 @@ def test_bad_lora_settings_are_refused(compose, tmp_path):
         build(compose, tmp_path, "tiny_beit", "attention.targets=[qkv]")
     with pytest.raises(DaamlabError, match="attention.r=0 must be a whole number >= 1"):
         build(compose, tmp_path, "tiny_beit", "attention.r=0")
+    with pytest.raises(DaamlabError, match="gradient_checkpointing=true needs attention.train_mode=true"):
+        build(
+            compose,
+            tmp_path,
+            "tiny_beit",
+            "attention.gradient_checkpointing=true",
+            "attention.train_mode=false",
+        )
     cfg = compose([*small("tiny_beit", "data.layers=[0]"), f"paths.cache_dir={tmp_path}"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
@@ -193,3 +201,43 @@ def test_adapters_that_never_run_are_refused(compose, tmp_path):
     x, _ = next(iter(dm.train_dataloader()))
     with pytest.raises(DaamlabError, match="8 adapted modules never run in WavLMModel's forward"):
         model(x)
+
+
+def test_gradient_checkpointing_recomputes_to_the_same_gradients(compose, tmp_path):
+    """Checkpointing runs each encoder layer again in backward (less memory) and changes no number.
+    Both runs start from one seed and the recomputation replays the RNG, so BEiT's stochastic depth
+    draws alike."""
+    grads, calls = {}, {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        _, dm, model = build(
+            compose, tmp_path, "tiny_beit", f"attention.gradient_checkpointing={str(checkpointing).lower()}"
+        )
+        count = [0]
+        model.encoder.model.layers[0].attention.register_forward_hook(  # inside the checkpointed forward
+            lambda *_: count.__setitem__(0, count[0] + 1)
+        )
+        model.train()
+        x, y = next(iter(dm.train_dataloader()))
+        model.criterion(model(x), y).backward()
+        grads[checkpointing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        calls[checkpointing] = count[0]
+    assert calls == {False: 1, True: 2}  # the forward, then the recomputation in backward
+    assert grads[True].keys() == grads[False].keys() and any("lora_B" in n for n in grads[True])
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, rtol=1e-5, atol=1e-7)
+
+
+def test_bf16_lora_run_tracks_the_fp32_one(compose, tmp_path):
+    """encoder.dtype=bf16 + trainer.precision=bf16-mixed (the large-encoder setting) trains, close to fp32."""
+    metrics = {}
+    for name, overrides in (("fp32", []), ("bf16", ["encoder.dtype=bf16", "trainer.precision=bf16-mixed"])):
+        cfg = compose(
+            [*small("tiny_beit", "trainer.max_epochs=2", *overrides), f"paths.cache_dir={tmp_path}"]
+        )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path / name)
+        metrics[name] = train(cfg)
+    assert metrics["bf16"]["status"] == "complete"
+    assert metrics["bf16"]["test"]["loss"] == pytest.approx(metrics["fp32"]["test"]["loss"], abs=0.02)
+    assert metrics["bf16"]["test"]["loss"] != metrics["fp32"]["test"]["loss"]  # it did run in bf16

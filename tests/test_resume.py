@@ -124,8 +124,18 @@ def test_ddp_jobs_of_a_multirun_each_equal_one_process(tmp_path):
         assert ddp[job]["test"]["acc"] == pytest.approx(a["test"]["acc"], abs=1e-6)
 
 
-def test_uncached_ddp_equals_one_process(tmp_path):
-    """The encoder inside the loop (cache.enabled=false) under DDP: each rank encodes its own shard."""
+@pytest.mark.parametrize(
+    "head",
+    [
+        ["attention=daam_v2", "decoder=linear", "cache.enabled=false"],
+        ["attention=lora", "attention.train_mode=false"],
+    ],
+    ids=["uncached", "lora"],
+)
+def test_encoder_in_the_loop_under_ddp_equals_one_process(tmp_path, head):
+    """The encoder inside the loop (cache.enabled=false, or LoRA adapters in it) under DDP: each rank
+    encodes its own shard; 2 ranks x batch 16 give one process's batch-32 numbers (LoRA with the
+    encoder in eval mode: BEiT's stochastic depth would draw differently on each rank)."""
     common = [
         "modality=toy",
         "data=synthetic",
@@ -135,12 +145,10 @@ def test_uncached_ddp_equals_one_process(tmp_path):
         "data.num_train=64",
         "data.num_test=16",
         "data.num_classes=5",
-        "attention=daam_v2",
-        "decoder=linear",
+        *head,
         "optim.lr=2e-2",
         "trainer.max_epochs=2",
         "trainer.accelerator=cpu",
-        "cache.enabled=false",
         "logger=none",
         "trainer.enable_progress_bar=false",
     ]

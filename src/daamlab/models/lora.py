@@ -104,6 +104,13 @@ class LoraClassifier(EncoderClassifier):
             raise DaamlabError(
                 f"attention.r={r!r} must be a whole number >= 1 and attention.alpha={alpha!r} > 0"
             )
+        if (
+            lora["gradient_checkpointing"] and not lora["train_mode"]
+        ):  # transformers checkpoints in train mode only
+            raise DaamlabError(
+                "attention.gradient_checkpointing=true needs attention.train_mode=true: transformers "
+                "recomputes activations only in train mode, so in eval mode it would save no memory"
+            )
         model = self.encoder.model
         route_attention_through_modules(model)
         config = LoraConfig(
