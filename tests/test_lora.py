@@ -213,15 +213,17 @@ def test_gradient_checkpointing_recomputes_to_the_same_gradients(compose, tmp_pa
         _, dm, model = build(
             compose, tmp_path, "tiny_beit", f"attention.gradient_checkpointing={str(checkpointing).lower()}"
         )
-        count = [0]
-        model.encoder.model.layers[0].attention.register_forward_hook(  # inside the checkpointed forward
-            lambda *_: count.__setitem__(0, count[0] + 1)
-        )
+        calls[checkpointing] = 0
+
+        def counted(*_, key: bool = checkpointing) -> None:
+            calls[key] += 1
+
+        attention = model.encoder.model.layers[0].attention  # runs inside the checkpointed forward
+        attention.register_forward_hook(counted)
         model.train()
         x, y = next(iter(dm.train_dataloader()))
         model.criterion(model(x), y).backward()
         grads[checkpointing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        calls[checkpointing] = count[0]
     assert calls == {False: 1, True: 2}  # the forward, then the recomputation in backward
     assert grads[True].keys() == grads[False].keys() and any("lora_B" in n for n in grads[True])
     for name, g in grads[False].items():
