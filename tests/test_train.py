@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -55,6 +56,15 @@ def test_train_writes_metrics_and_gates(compose, tmp_path):
     gates = np.load(tmp_path / "gates.npy")
     assert gates.shape == (24, 64) and (gates > 0).all() and (gates <= 1).all()
     assert (tmp_path / "config.yaml").is_file() and list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
+    # one row per test row, aligned with its item: the CSV's own accuracy is the test accuracy
+    with (tmp_path / "predictions.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == saved["splits"]["test"]["rows"] and len({r["row"] for r in rows}) == len(rows)
+    hits = [r["prediction"] == r["label"] for r in rows]
+    assert sum(hits) / len(rows) == pytest.approx(saved["test"]["acc"], abs=1e-6)
+    probs = np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
+    assert probs.shape == (len(rows), 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
 
 
 def test_same_seed_same_numbers_other_seed_other_numbers(compose, tmp_path):
@@ -114,3 +124,5 @@ def test_eval_reproduces_the_test_metrics(tmp_path):
     evaluated = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
     assert evaluated["test"]["acc"] == pytest.approx(trained["test"]["acc"], abs=1e-6)
     assert evaluated["attention"] == "daam" and evaluated["params"] == trained["params"]
+    predictions = [(tmp_path / d / "predictions.csv").read_text() for d in ("run", "eval")]
+    assert predictions[0] == predictions[1]  # same checkpoint, same rows, same probabilities

@@ -22,6 +22,7 @@ from daamlab.models.classifier import Classifier
 from daamlab.models.encoder_classifier import EncoderClassifier
 from daamlab.models.lora import LORA_METHODS, LoraClassifier
 from daamlab.models.projection import cached_layer_widths
+from daamlab.predictions import write_predictions
 from daamlab.results_table import results_table
 from daamlab.runs import finished_metrics, print_config, provenance, record_failure, save_array, write_json
 from daamlab.tracking import log_config, log_results  # also registers ${job_type:...} (W&B)
@@ -178,6 +179,14 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
 
     if trainer.is_global_zero:
+        if test:  # the best checkpoint's per-row test predictions
+            write_predictions(
+                out_dir / "predictions.csv",
+                dm.test_set,
+                dm.eval_batch_size,
+                model.test_probs,
+                dm.data.class_names,
+            )
         figures = {}
         if model.gated:
             gates = model.best_gates.cpu().numpy()
@@ -237,6 +246,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     results = trainer.test(model, datamodule=dm)
     test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
+    write_predictions(
+        out_dir / "predictions.csv", dm.test_set, dm.eval_batch_size, model.test_probs, dm.data.class_names
+    )
     metrics = {**run_summary(run_cfg, model), "ckpt_path": str(ckpt), "test": test}
     write_json(out_dir / "eval_metrics.json", metrics)
     return metrics

@@ -144,11 +144,15 @@ class Classifier(L.LightningModule):
         self.log_dict(values, sync_dist=True)  # already reduced by torchmetrics; this only silences DDP
         self.log("val/acc_best", self.best_val_acc, prog_bar=True, sync_dist=True)
 
+    def on_test_epoch_start(self) -> None:
+        self.test_probs: list[torch.Tensor] = []  # (B, C) per batch, in the test loader's order
+
     def test_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
         self.log("test/loss", self.criterion(logits, y), on_step=False, on_epoch=True, sync_dist=True)
         self.test_metrics.update(logits, y)
+        self.test_probs.append(logits.detach().float().softmax(-1).cpu())  # -> predictions.csv
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute(), sync_dist=True)
