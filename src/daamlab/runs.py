@@ -15,19 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from daamlab.errors import DaamlabError
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_text(path: Path, text: str) -> None:
     """Write to a temp file in the same directory, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, newline="") as f:
+        f.write(text)
         tmp = f.name
     os.replace(tmp, path)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
@@ -180,6 +183,8 @@ def ddp_relaunches_this_job() -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        import torch
+
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 

@@ -180,13 +180,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
     if trainer.is_global_zero:
         if test:  # the best checkpoint's per-row test predictions
-            write_predictions(
-                out_dir / "predictions.csv",
-                dm.test_set,
-                dm.eval_batch_size,
-                model.test_probs,
-                dm.data.class_names,
-            )
+            write_predictions(out_dir / "predictions.csv", dm, model.test_probs)
         figures = {}
         if model.gated:
             gates = model.best_gates.cpu().numpy()
@@ -246,9 +240,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     results = trainer.test(model, datamodule=dm)
     test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
-    write_predictions(
-        out_dir / "predictions.csv", dm.test_set, dm.eval_batch_size, model.test_probs, dm.data.class_names
-    )
+    write_predictions(out_dir / "predictions.csv", dm, model.test_probs)
     metrics = {**run_summary(run_cfg, model), "ckpt_path": str(ckpt), "test": test}
     write_json(out_dir / "eval_metrics.json", metrics)
     return metrics
