@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from daamlab.data.sources import build_source
+from daamlab.sources import build_source
 from daamlab.encoders import build_encoder
 from daamlab.encoders.hf import HFEncoder, resolve_device
 from daamlab.features import extract as extract_module

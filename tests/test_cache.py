@@ -12,7 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from daamlab.data.sources import build_source
+from daamlab.sources import build_source
 from daamlab.encoders import build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.features import cached_feature_set

@@ -1,7 +1,7 @@
 """The paper's setups end to end: modality presets, the no-data message, and training on the fixtures.
 
 `modality=speech|vision|text` must give the paper's protocol; `train.py modality=speech` with no IEMOCAP
-must stop in seconds saying where to get it; on the miniature IEMOCAP (daamlab.data.fixtures) with a
+must stop in seconds saying where to get it; on the miniature IEMOCAP (daamlab.sources.fixtures) with a
 tiny random WavLM, each fold's test set is exactly its session (one fold here, all 5 in the slow test).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daamlab.data.fixtures import write_agnews, write_cifar100, write_iemocap
+from daamlab.sources.fixtures import write_agnews, write_cifar100, write_iemocap
 from daamlab.errors import DaamlabError
 from tests.conftest import run_script
 

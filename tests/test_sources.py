@@ -1,4 +1,4 @@
-"""The paper's data sources on miniature copies in their real on-disk formats (daamlab.data.fixtures).
+"""The paper's data sources on miniature copies in their real on-disk formats (daamlab.sources.fixtures).
 
 IEMOCAP: class mapping, dropped labels, chunking, resampling and mix-down, skipped inputs, folds.
 CIFAR-100 / AG News: HF datasets from save_to_disk folders and hub-layout parquet, conversions, skips.
@@ -17,8 +17,8 @@ import soundfile as sf
 from omegaconf import OmegaConf
 
 from daamlab.data.datamodule import FeatureDataModule
-from daamlab.data.features import FeatureSet, FeatureSplit
-from daamlab.data.fixtures import (
+from daamlab.features.featureset import FeatureSet, FeatureSplit
+from daamlab.sources.fixtures import (
     AGNEWS_CLASSES,
     CIFAR100_COARSE,
     CIFAR100_FINE,
@@ -29,7 +29,7 @@ from daamlab.data.fixtures import (
     write_cifar100,
     write_iemocap,
 )
-from daamlab.data.sources import build_source
+from daamlab.sources import build_source
 from daamlab.errors import DaamlabError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"

@@ -7,8 +7,8 @@ from functools import partial
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.data.datamodule import FeatureDataModule
-from daamlab.data.features import FeatureSet, FeatureSplit
-from daamlab.data.sources.toy import make_toy
+from daamlab.features.featureset import FeatureSet, FeatureSplit
+from daamlab.sources.toy import make_toy
 from daamlab.errors import DaamlabError
 
 LOADER_KEYS = {
@@ -49,7 +49,7 @@ def build_datamodule(cfg: DictConfig) -> FeatureDataModule:
 def raw_datamodule(cfg: DictConfig, loader: dict):
     from daamlab.data.augment import build_augment
     from daamlab.data.raw import RawDataModule
-    from daamlab.data.sources import build_source
+    from daamlab.sources import build_source
     from daamlab.encoders import build_encoder
 
     if cfg.get("encoder") is None:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from daamlab.data.features import FeatureSet, FeatureSplit
+from daamlab.features.featureset import FeatureSet, FeatureSplit
 from daamlab.data.sampling import EpochShuffleSampler
 from daamlab.errors import DaamlabError
 

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from daamlab.data.augment import Augment
 from daamlab.data.datamodule import FeatureDataModule
 from daamlab.data.sampling import EpochShuffleSampler
-from daamlab.data.sources import Source
+from daamlab.sources import Source
 from daamlab.encoders import LayerEncoder
 from daamlab.errors import DaamlabError
 

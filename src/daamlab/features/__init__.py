@@ -16,13 +16,13 @@ from functools import cache
 
 from omegaconf import DictConfig, OmegaConf
 
-from daamlab.data.features import FeatureSet
+from daamlab.features.featureset import FeatureSet
 
 
 def cached_feature_set(cfg: DictConfig) -> tuple[Callable[[], FeatureSet], Callable[[], None]]:
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from daamlab.data.sources import build_source
+    from daamlab.sources import build_source
     from daamlab.features.extract import build_cache, locate
     from daamlab.features.store import read_cache
 

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from daamlab.data.sources import Source, build_source
+from daamlab.sources import Source, build_source
 from daamlab.encoders import LayerEncoder, build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.features import store

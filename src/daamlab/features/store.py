@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from daamlab.data.features import FeatureSet, FeatureSplit
+from daamlab.features.featureset import FeatureSet, FeatureSplit
 from daamlab.errors import DaamlabError
 from daamlab.features.fingerprint import key_differences
 

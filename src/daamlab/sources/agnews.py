@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from daamlab.data.sources._hub import HubSource, load_splits
+from daamlab.sources._hub import HubSource, load_splits
 
 
 def text_or_reason(cell: Any) -> tuple[str | None, str | None]:

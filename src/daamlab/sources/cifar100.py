@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from daamlab.data.sources._hub import HubSource, load_splits
+from daamlab.sources._hub import HubSource, load_splits
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 

@@ -16,7 +16,7 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from daamlab.data.sources.base import Item
+from daamlab.sources.base import Item
 from daamlab.errors import DaamlabError
 
 VERSION = "synthetic-1"  # bump when the items change

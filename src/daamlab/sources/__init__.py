@@ -6,16 +6,16 @@ import importlib
 
 from omegaconf import DictConfig
 
-from daamlab.data.sources.base import Item, Source, waveform_16k
+from daamlab.sources.base import Item, Source, waveform_16k
 from daamlab.errors import DaamlabError
 
 
 def build_source(cfg: DictConfig) -> Source:
     name = cfg.get("source", cfg.name)
     try:
-        module = importlib.import_module(f"daamlab.data.sources.{name}")
+        module = importlib.import_module(f"daamlab.sources.{name}")
     except ModuleNotFoundError as e:
-        if e.name != f"daamlab.data.sources.{name}":
+        if e.name != f"daamlab.sources.{name}":
             raise
         raise DaamlabError(f"unknown data source '{name}'; see configs/data/") from None
     return module.build(cfg)

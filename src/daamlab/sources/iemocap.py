@@ -26,7 +26,7 @@ import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
-from daamlab.data.sources.base import Item, waveform_16k
+from daamlab.sources.base import Item, waveform_16k
 from daamlab.errors import DaamlabError
 
 log = logging.getLogger(__name__)

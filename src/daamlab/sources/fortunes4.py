@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from daamlab.data.sources.base import Item
+from daamlab.sources.base import Item
 from daamlab.errors import DaamlabError
 
 log = logging.getLogger(__name__)

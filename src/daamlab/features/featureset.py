@@ -1,4 +1,4 @@
-"""The in-memory view of a feature set: what the cache reader and the toy generator both return."""
+"""The in-memory view of a feature set: what the cache reader returns (and the datamodule serves)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from daamlab.data.features import FeatureSet, FeatureSplit
+from daamlab.features.featureset import FeatureSet, FeatureSplit
 from daamlab.errors import DaamlabError
 
 
