@@ -3,8 +3,11 @@
 import hydra
 from omegaconf import DictConfig
 
-from daamlab.runs import run_cli
+from daamlab import resolvers
+from daamlab.cli import run_cli
 from daamlab.training import evaluate
+
+resolvers.register()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")

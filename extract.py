@@ -3,8 +3,11 @@
 import hydra
 from omegaconf import DictConfig
 
+from daamlab import resolvers
+from daamlab.cli import run_cli
 from daamlab.features.extract import extract
-from daamlab.runs import run_cli
+
+resolvers.register()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="extract")

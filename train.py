@@ -3,14 +3,17 @@
 import hydra
 from omegaconf import DictConfig
 
-from daamlab.runs import run_cli
+from daamlab import resolvers
+from daamlab.cli import run_cli
 from daamlab.training import train
+
+resolvers.register()
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_cli(train, cfg)
-    return metrics.get("best_val_acc")  # what a Hydra sweeper would optimise
+    record = run_cli(train, cfg)
+    return record.best_val_acc if record is not None else None  # what a Hydra sweeper optimises
 
 
 if __name__ == "__main__":

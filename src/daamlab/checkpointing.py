@@ -7,14 +7,15 @@ across filesystems on commit (a copy, not a rename). Ours writes beside the targ
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
+from daamlab.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,7 @@ RESUME_KEYS = ("modality_name", "seed", "data", "encoder", "attention", "decoder
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -75,3 +72,27 @@ def resolve_resume(cfg: DictConfig, out_dir: Path) -> str | None:
             )
     log.info("resuming from %s", path)
     return str(path)
+
+
+# hyper-parameters that do not shape the weights: a checkpoint may differ in them
+RUNTIME_HPARAMS = ("compile", "optim", "loss")
+
+
+def load_checked(path: Path, model) -> None:
+    """Load a checkpoint's weights into `model` (built from the run's config) after checking that it
+    is a readable checkpoint of the same head on the same feature shape; refuse with the differences."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
+    except Exception as e:
+        reason = " ".join(str(e).split())[:160]
+        raise DaamlabError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise DaamlabError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    saved, expected = ckpt.get("hyper_parameters") or {}, dict(model.hparams)
+    a, b = _flat({k: saved.get(k) for k in expected if k not in RUNTIME_HPARAMS}), _flat(
+        {k: v for k, v in expected.items() if k not in RUNTIME_HPARAMS}
+    )
+    diff = [f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} in the run's config" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    if diff:
+        raise DaamlabError(f"{path} holds another model than its run's config builds: {'; '.join(diff[:4])}")
+    model.load_state_dict(ckpt["state_dict"])

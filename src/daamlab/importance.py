@@ -125,5 +125,3 @@ def layers_from_run(run_dir: str | None, pick: str, num_layers: int) -> list[int
     return pick_layers(gates, str(pick), int(num_layers), layers)
 
 
-# `${if_layers:<run dir>,<high|low>,<k>}` in configs (configs/experiment/paper_layer_ablation.yaml)
-OmegaConf.register_new_resolver("if_layers", layers_from_run, replace=True)

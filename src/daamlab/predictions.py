@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daamlab.runs import write_text
+from daamlab.io import write_text
 
 
 def loader_rows(rows: np.ndarray, batch_size: int) -> np.ndarray:

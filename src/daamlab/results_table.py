@@ -7,7 +7,6 @@ gives the test accuracy as mean +- std over the folds / seeds that ran.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from daamlab.record import RunRecord
 
 COLUMNS = ("modality", "attention", "runs", "test acc", "test uar", "best val acc", "head params")
 
@@ -25,23 +26,23 @@ def _pm(values: list[float]) -> str:
     return f"{np.mean(values):.4f} +- {np.std(values):.4f}"  # population std, as the report and the paper
 
 
-def results_table(runs: list[dict[str, Any]]) -> str:
+def results_table(runs: list[RunRecord]) -> str:
     """A fixed-width text table: one row per (modality, attention), in the order first seen."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for run in runs:
-        groups[(str(run.get("modality")), str(run.get("attention")))].append(run)
+        groups[(str(run.modality), str(run.attention))].append(run)
     rows = []
     for (modality, attention), members in groups.items():
-        tested = [m for m in members if m.get("test")]
-        params = members[0].get("params", {})
+        tested = [m for m in members if m.test]
+        params = members[0].params
         rows.append(
             (
                 modality,
                 attention,
                 str(len(members)),
-                _pm([m["test"]["acc"] for m in tested]) if tested else "-",
-                _pm([m["test"]["uar"] for m in tested]) if tested and "uar" in tested[0]["test"] else "-",
-                _pm([m["best_val_acc"] for m in members]),
+                _pm([m.test["acc"] for m in tested]) if tested else "-",
+                _pm([m.test["uar"] for m in tested]) if tested and "uar" in tested[0].test else "-",
+                _pm([m.best_val_acc for m in members]),
                 f"{params.get('attention', 0):,} / {params.get('trainable', 0):,}",
             )
         )
@@ -51,14 +52,10 @@ def results_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n(head params: attention / all trainable; mean +- std over the runs)"
 
 
-def complete_runs(root: Path) -> list[dict[str, Any]]:
-    """metrics.json of every complete run under root (a sweep directory), in path order."""
-    runs = []
-    for path in sorted(root.rglob("metrics.json")):
-        metrics = json.loads(path.read_text())
-        if metrics.get("status") == "complete":
-            runs.append(metrics)
-    return runs
+def complete_runs(root: Path) -> list[RunRecord]:
+    """The record of every complete run under root (a sweep directory), in path order."""
+    records = (RunRecord.read(path) for path in sorted(root.rglob("metrics.json")))
+    return [r for r in records if r.status == "complete"]
 
 
 class SweepTable(Callback):

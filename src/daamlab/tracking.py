@@ -15,6 +15,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from daamlab.record import RunRecord
+
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSVLogger, except that a resumed run keeps its history.
@@ -51,7 +53,6 @@ def job_type(fold: int | None, seed: int) -> str:
     return f"fold{fold}-seed{seed}" if fold is not None else f"seed{seed}"
 
 
-OmegaConf.register_new_resolver("job_type", job_type, replace=True)  # configs/logger/wandb.yaml
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:
@@ -60,12 +61,12 @@ def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -
         logger.log_hyperparams(hparams)
 
 
-def log_results(loggers: list[Logger], metrics: dict[str, Any], figures: dict[str, Path]) -> None:
+def log_results(loggers: list[Logger], record: RunRecord, figures: dict[str, Path]) -> None:
     summary = {
-        "best_val_acc": metrics["best_val_acc"],
-        "best_epoch": metrics["best_epoch"],
-        **{f"params/{k}": v for k, v in metrics["params"].items()},
-        **{f"test/{k}": v for k, v in metrics["test"].items()},
+        "best_val_acc": record.best_val_acc,
+        "best_epoch": record.best_epoch,
+        **{f"params/{k}": v for k, v in record.params.items()},
+        **{f"test/{k}": v for k, v in record.test.items()},
     }
     for logger in loggers:
         if isinstance(logger, WandbLogger):

@@ -1,8 +1,9 @@
 """The layer-wise feature cache: extract once with a frozen encoder, train every variant from disk.
 
+- featureset.py: the in-memory view (splits of features, labels, ids, groups)
 - fingerprint.py: the cache key (encoder, preprocessing, data, source version) -> directory name
 - extract.py: source -> encoder -> resumable, shardable parts -> merged cache
-- store.py: the on-disk format (DESIGN.md's cache contract), atomic writes, verified reads
+- store.py: the on-disk format (docs/architecture.md), atomic writes, verified reads
 
 `cached_feature_set(cfg) -> (load, prepare)` is what the datamodule uses: `prepare()` builds a
 missing cache (global rank 0 only; Lightning calls it before `setup`), `load()` verifies and
@@ -14,18 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import cache
 
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from daamlab.features.featureset import FeatureSet
+from daamlab.features.extract import build_cache, locate
+from daamlab.features.featureset import FeatureSet, FeatureSplit
+from daamlab.features.store import read_cache
+from daamlab.sources import build_source
 
 
 def cached_feature_set(cfg: DictConfig) -> tuple[Callable[[], FeatureSet], Callable[[], None]]:
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    from daamlab.sources import build_source
-    from daamlab.features.extract import build_cache, locate
-    from daamlab.features.store import read_cache
-
     @cache
     def located():
         return locate(cfg, build_source(cfg.data))
@@ -42,4 +41,4 @@ def cached_feature_set(cfg: DictConfig) -> tuple[Callable[[], FeatureSet], Calla
     return load, prepare
 
 
-__all__ = ["cached_feature_set"]
+__all__ = ["FeatureSet", "FeatureSplit", "cached_feature_set"]

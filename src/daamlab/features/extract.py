@@ -322,11 +322,6 @@ def _human(n: float) -> str:
 
 def extract(cfg: DictConfig) -> Path:
     """What extract.py runs."""
-    if cfg.data.name == "toy":
-        raise DaamlabError(
-            "data=toy is already features: nothing to extract; choose a raw-data source, "
-            "e.g. data=synthetic encoder=tiny_wavlm"
-        )
     cache = build_cache(cfg, shard=int(cfg.cache.shard), num_shards=int(cfg.cache.num_shards))
     print(cache)
     return cache

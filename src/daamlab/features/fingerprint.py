@@ -16,9 +16,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from daamlab.data import LOADER_KEYS
-
 FORMAT = 1  # bump when the on-disk layout changes
+# data keys that choose how a run reads the cache (batches, folds, the dev split, a layer subset),
+# not what is in it: changing them reuses the cache
+LOADER_KEYS = {
+    "batch_size",
+    "eval_batch_size",
+    "num_workers",
+    "fold",
+    "fold_groups",
+    "dev_fraction",
+    "split_seed",
+    "layers",
+}
 ENCODER_RUNTIME_KEYS = {
     "name",
     "device",

@@ -7,7 +7,6 @@ A run directory is any folder holding `metrics.json` or the `config.yaml` that t
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
+from daamlab.record import RunRecord
+from daamlab.rundir import CONFIG, METRICS
 
 # the attention configs whose defaults name a variant: mhsa_paper with layer=22 is "mhsa_paper[layer=22]"
 ATTENTION_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "attention"
@@ -70,52 +71,49 @@ def _tag(tags: list[str], key: str) -> str | None:
 
 
 def read_run(path: Path) -> Run:
-    metrics: dict[str, Any] = {}
-    if (path / "metrics.json").is_file():
+    record = RunRecord.read(path / METRICS) if (path / METRICS).is_file() else None
+    cfg: DictConfig | None = None
+    if (path / CONFIG).is_file():
         try:
-            metrics = json.loads((path / "metrics.json").read_text())
-        except json.JSONDecodeError as e:
-            raise DaamlabError(f"{path / 'metrics.json'} is not valid JSON ({e})") from None
-    cfg: DictConfig | None = (
-        OmegaConf.load(path / "config.yaml") if (path / "config.yaml").is_file() else None
-    )
+            cfg = OmegaConf.load(path / CONFIG)
+        except Exception as e:  # YAML errors of several kinds
+            raise DaamlabError(f"{path / CONFIG} cannot be read as YAML ({type(e).__name__}); delete or restore it") from None
 
-    def pick(key: str, cfg_key: str) -> Any:
-        if metrics.get(key) is not None:
-            return metrics[key]
+    def pick(value: Any, cfg_key: str) -> Any:
+        if value is not None:
+            return value
         return OmegaConf.select(cfg, cfg_key) if cfg is not None else None
 
     if cfg is not None and "attention" in cfg:
         variant = variant_label(cfg)
-    elif metrics.get("attention"):
-        variant = metrics["attention"]
+    elif record is not None and record.attention:
+        variant = record.attention
     else:
         raise DaamlabError(f"{path}: neither metrics.json nor config.yaml names the attention variant")
-    tags = list(pick("tags", "tags") or [])
-    status = metrics.get("status", "incomplete")
+    tags = list(pick(record.tags if record else None, "tags") or [])
+    status = record.status if record is not None else "incomplete"
     layers = OmegaConf.select(cfg, "data.layers") if cfg is not None else None
     return Run(
         path=path,
         status=status,
         variant=variant,
         experiment=_tag(tags, "experiment"),
-        data=pick("data", "data.name"),
-        fold=pick("fold", "data.fold"),
-        seed=pick("seed", "seed"),
+        data=pick(record.data if record else None, "data.name"),
+        fold=pick(record.fold if record else None, "data.fold"),
+        seed=pick(record.seed if record else None, "seed"),
         pick=OmegaConf.select(cfg, "ablation.pick") if cfg is not None else None,
         layers=list(layers) if layers is not None else None,
-        best_val_acc=metrics.get("best_val_acc") if status == "complete" else None,
-        test=metrics.get("test") or {},
-        params=metrics.get("params") or {},
-        error=metrics.get("error"),
+        best_val_acc=record.best_val_acc if status == "complete" else None,
+        test=record.test if record else {},
+        params=record.params if record else {},
+        error=record.error if record else None,
     )
 
 
 def _is_run_dir(path: Path) -> bool:
-    if (path / "metrics.json").is_file():
-        return True
-    # training writes config.yaml first; eval.py's folders (eval_metrics.json) are not training runs
-    return (path / "config.yaml").is_file() and not (path / "eval_metrics.json").is_file()
+    # training writes config.yaml first (a killed run is found, as incomplete); eval.py's folders hold
+    # eval_config.yaml, not config.yaml
+    return (path / METRICS).is_file() or (path / CONFIG).is_file()
 
 
 def find_run_dirs(root: Path) -> list[Path]:

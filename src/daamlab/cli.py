@@ -1,0 +1,121 @@
+"""The command-line wrapper of every entry point (train.py, eval.py, extract.py): the exit policy,
+DDP relaunches inside a multirun, and what a job must give back to the process when it ends.
+
+Exit policy: bad input (a DaamlabError, also one raised inside a config resolver) and the
+expected OS failures (a full or read-only disk, a name too long, a path that is a file) end in
+one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, read_write
+
+from daamlab.errors import DaamlabError
+
+OS_ERRORS = {
+    errno.ENOSPC: "free disk space or point paths.log_dir / paths.cache_dir at another disk",
+    errno.EDQUOT: "free disk space or point paths.log_dir / paths.cache_dir at another disk",
+    errno.EROFS: "point paths.log_dir / paths.cache_dir at a writable disk",
+    errno.EACCES: "point paths.log_dir / paths.cache_dir at a folder you may write",
+    errno.EPERM: "point paths.log_dir / paths.cache_dir at a folder you may write",
+    errno.ENAMETOOLONG: "name the sweep or run folder shorter (sweep_name=..., hydra.run.dir=...)",
+    errno.ENOTDIR: "a path it goes through is a file: point it at a folder",
+    errno.EEXIST: "a file stands where a folder must go: move it",
+    errno.EISDIR: "a folder stands where a file must go: give a file",
+}
+
+# what Lightning's DDP launcher sets in the launching process
+DDP_ENVIRON = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def user_error(e: BaseException | None) -> DaamlabError | None:
+    """A DaamlabError, also when a config resolver raised it (OmegaConf re-raises those as its own)."""
+    while e is not None:
+        if isinstance(e, DaamlabError):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def one_line(e: BaseException) -> str | None:
+    """The message an expected failure gets, or None for a bug."""
+    user = user_error(e)
+    if user is not None:
+        return " ".join(str(user).split())
+    if isinstance(e, OSError) and e.errno in OS_ERRORS:
+        return f"cannot use {e.filename or 'an output path'}: {e.strerror}; {OS_ERRORS[e.errno]} (nothing was overwritten)"
+    return None
+
+
+@contextmanager
+def ddp_relaunches_this_job() -> Iterator[None]:
+    """Inside a Hydra multirun job, make Lightning's DDP start ranks >= 1 as this one job.
+
+    Lightning starts them by re-running sys.argv with hydra.run.dir=<Hydra's run.dir>: in a multirun
+    that is the whole sweep (`-m a=1,2`) in a folder that is not this job's. For the job's length,
+    argv holds the job's own overrides and run.dir its output folder. After it, both are restored, and
+    so are the variables the launcher set (with LOCAL_RANK set, the next job would start no ranks);
+    the job's process group is closed (Lightning keeps it; the next job's ranks are new processes).
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        yield
+        return
+    hydra = HydraConfig.get()
+    argv, run_dir = sys.argv, hydra.run.dir
+    environ = {k: os.environ.get(k) for k in DDP_ENVIRON}
+    sys.argv = [argv[0], *hydra.overrides.task]
+    with read_write(hydra):
+        hydra.run.dir = hydra.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        with read_write(hydra):
+            hydra.run.dir = run_dir
+        for k, v in environ.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def job_scope() -> Iterator[None]:
+    """What one job may change in the process and must restore: the thread count (the demos train
+    their small heads on one thread; the next job of an in-process multirun may extract); an open
+    W&B run is finished, so the next job starts its own."""
+    threads = torch.get_num_threads()
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        torch.set_num_threads(threads)
+        wandb = sys.modules.get("wandb")  # imported only by logger=wandb
+        if wandb is not None and wandb.run is not None:
+            wandb.finish(exit_code=1 if failed else 0)
+
+
+def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run an entry point's task under the exit policy."""
+    try:
+        with job_scope(), ddp_relaunches_this_job():
+            return task(cfg)
+    except Exception as e:
+        message = one_line(e)
+        if message is None:
+            raise
+        print(f"daamlab: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
