@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# the toy source's features are cached like any source's: tests share one cache outside the repo
+os.environ.setdefault("DAAMLAB_CACHE", tempfile.mkdtemp(prefix="daamlab-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +42,10 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    from daamlab import resolvers
+
+    resolvers.register()  # what the entry points do before Hydra composes
 
     def _compose(overrides: list[str] = (), config_name: str = "train"):
         GlobalHydra.instance().clear()

@@ -1,5 +1,5 @@
 """The bad-input matrix: each bad input gets one line on stderr and exit status 2 from the same CLI
-path train.py uses (runs.run_cli), and nothing is written over existing results or caches.
+path train.py uses (cli.run_cli), and nothing is written over existing results or caches.
 
 Other files test each message in depth; this table checks the user-facing contract across them.
 The unknown-config-name case (Hydra's own error) runs as a subprocess in test_train.py.
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-import daamlab.runs as runs
-from daamlab.runs import run_cli
+from types import SimpleNamespace
+
+from daamlab.cli import run_cli
 from daamlab.training import train
 
 TOY = [
@@ -93,7 +94,7 @@ def test_damaged_or_foreign_cache_is_refused_and_left_as_it_is(compose, tmp_path
     cfg = compose([*TINY_CACHE, f"paths.cache_dir={cache}"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "good")
-    fingerprint = train(cfg)["data_info"]["fingerprint"]
+    fingerprint = train(cfg).data_info["fingerprint"]
     directory = cache / fingerprint
 
     features = directory / "train" / "features.npy"
@@ -116,17 +117,13 @@ def test_damaged_or_foreign_cache_is_refused_and_left_as_it_is(compose, tmp_path
 
 
 def test_full_disk_is_one_line_and_keeps_earlier_results(compose, tmp_path, capsys, monkeypatch):
-    def full(path, payload):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(dir, prefix, suffix):  # every file daamlab writes goes through daamlab.io
+        raise OSError(errno.ENOSPC, "No space left on device", str(dir))
 
-    monkeypatch.setattr("daamlab.training.write_json", full)
-    monkeypatch.setattr(runs, "write_json", full)
+    monkeypatch.setattr("daamlab.io.tempfile", SimpleNamespace(mkstemp=full))
     code, line = cli(compose, tmp_path / "run", TOY, capsys)
     assert code == 2
-    assert (
-        line.startswith(f"daamlab: error: cannot write {tmp_path / 'run'}/")
-        and "No space left on device" in line
-    )
+    assert line.startswith(f"daamlab: error: cannot use {tmp_path / 'run'}") and "No space left on device" in line
 
 
 def test_finished_run_is_not_overwritten_by_another_config(compose, tmp_path, capsys):

@@ -13,7 +13,7 @@ from omegaconf import open_dict
 
 from daamlab.importance import pick_layers
 from daamlab.report import build_sections, collect
-from daamlab.runs import run_cli
+from daamlab.cli import run_cli
 from daamlab.training import train
 from tests.conftest import run_script
 
@@ -71,7 +71,7 @@ def test_layer_ablation_trains_on_the_if_layers_of_a_previous_run(compose, tmp_p
     expected = pick_layers(gates, "low", 3)
     assert list(cfg.data.layers) == expected and cfg.attention.name == "daam_v2"
     metrics = train(cfg)
-    assert metrics["status"] == "complete" and metrics["params"]["attention"] == 2 * 64  # g=1: 2 d
+    assert metrics.status == "complete" and metrics.params["attention"] == 2 * 64  # g=1: 2 d
     assert np.load(ablation / "gates.npy").shape == (3, 64)
     assert yaml.safe_load((ablation / "config.yaml").read_text())["data"]["layers"] == expected
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from daamlab.data import build_datamodule
+from daamlab.build import build as build_run
 from daamlab.encoders import build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.models.lora import LoraClassifier, route_attention_through_modules
-from daamlab.training import build_model, evaluate, train
+from daamlab.training import evaluate, train
 
 KIND = {"tiny_wavlm": "audio", "tiny_beit": "image", "tiny_llama": "text"}
 D = 32  # the tiny encoders' width; 4 layers each
@@ -42,9 +42,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared 2-
 
 def build(compose, tmp_path, encoder: str, *overrides: str):
     cfg = compose([*small(encoder, *overrides), f"paths.cache_dir={tmp_path}"])
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    return cfg, dm, build_model(cfg, dm)
+    dm, model = build_run(cfg)
+    return cfg, dm, model
 
 
 def per_layer(r: int, shapes: list[tuple[int, int]]) -> int:
@@ -159,7 +158,7 @@ def test_lora_run_writes_the_same_metrics_and_eval_restores_it(compose, tmp_path
     eval_cfg = compose([f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false"], config_name="eval")
     with open_dict(eval_cfg):
         eval_cfg.paths.output_dir = str(tmp_path / "eval")
-    assert evaluate(eval_cfg)["test"] == pytest.approx(metrics["test"], rel=1e-6)
+    assert evaluate(eval_cfg).test == pytest.approx(metrics.test, rel=1e-6)
 
 
 def test_bad_lora_settings_are_refused(compose, tmp_path):
@@ -240,6 +239,6 @@ def test_bf16_lora_run_tracks_the_fp32_one(compose, tmp_path):
         with open_dict(cfg):
             cfg.paths.output_dir = str(tmp_path / name)
         metrics[name] = train(cfg)
-    assert metrics["bf16"]["status"] == "complete"
-    assert metrics["bf16"]["test"]["loss"] == pytest.approx(metrics["fp32"]["test"]["loss"], abs=0.02)
-    assert metrics["bf16"]["test"]["loss"] != metrics["fp32"]["test"]["loss"]  # it did run in bf16
+    assert metrics["bf16"].status == "complete"
+    assert metrics["bf16"].test["loss"] == pytest.approx(metrics["fp32"].test["loss"], abs=0.02)
+    assert metrics["bf16"].test["loss"] != metrics["fp32"].test["loss"]  # it did run in bf16

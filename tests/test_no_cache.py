@@ -14,13 +14,15 @@ from omegaconf import open_dict
 from PIL import Image
 
 import daamlab.encoders as encoders
+from daamlab.build import build
 from daamlab.data import build_datamodule
 from daamlab.data.augment import build_augment
 from daamlab.encoders.hf import weights_checksum
 from daamlab.errors import DaamlabError
 from daamlab.features import extract as extract_module
 from daamlab.features.extract import build_cache
-from daamlab.training import build_model, evaluate, train
+from daamlab.record import RunRecord
+from daamlab.training import evaluate, train
 
 # tiny BEiT on synthetic images; a high lr so the validation accuracy moves between epochs
 DATA = [
@@ -46,7 +48,7 @@ SMALL = [
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared 2-core machine
 
 
-def run(compose, root: Path, name: str, *overrides: str) -> tuple[Path, dict]:
+def run(compose, root: Path, name: str, *overrides: str) -> tuple[Path, RunRecord]:
     cfg = compose([*SMALL, f"paths.cache_dir={root / 'cache'}", *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(root / name)
@@ -92,13 +94,13 @@ def test_cached_and_uncached_training_agree(runs):
     np.testing.assert_allclose(fp32, cached, atol=5e-3)
     assert [loss for _, loss in fp32] != [loss for _, loss in cached]
     a, b = runs["cached"][1], runs["uncached"][1]
-    assert b["best_val_acc"] == a["best_val_acc"] and b["test"] == pytest.approx(a["test"], rel=1e-6)
-    assert b["params"] == a["params"]  # the same head; the frozen encoder counts in neither
+    assert b.best_val_acc == a.best_val_acc and b.test == pytest.approx(a.test, rel=1e-6)
+    assert b.params == a.params  # the same head; the frozen encoder counts in neither
     np.testing.assert_allclose(
         np.load(runs["uncached"][0] / "gates.npy"), np.load(runs["cached"][0] / "gates.npy")
     )
-    assert b["data_info"]["cache"] is None and b["data_info"]["encoder"]["arch"] == "beit"
-    assert b["splits"] == a["splits"]
+    assert b.data_info["cache"] is None and b.data_info["encoder"]["arch"] == "beit"
+    assert b.splits == a.splits
 
 
 def test_checkpoint_holds_the_head_only(runs):
@@ -123,15 +125,13 @@ def test_eval_restores_the_model_from_a_checkpoint(runs, compose, tmp_path, monk
         cfg.paths.output_dir = str(tmp_path)
     result = evaluate(cfg)
     assert built == ["tiny_beit"]  # rebuilt from its source, not read from the checkpoint
-    assert result["test"] == pytest.approx(metrics["test"], rel=1e-6)
-    assert json.loads((tmp_path / "eval_metrics.json").read_text())["test"] == result["test"]
+    assert result.test == pytest.approx(metrics.test, rel=1e-6)
+    assert json.loads((tmp_path / "eval_metrics.json").read_text())["test"] == result.test
 
 
 def test_encoder_stays_frozen_in_eval_mode_and_out_of_the_optimizer(compose, tmp_path):
     cfg = compose([*SMALL, f"paths.cache_dir={tmp_path}", "cache.enabled=false"])
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    model = build_model(cfg, dm)
+    dm, model = build(cfg)
     encoder = model.encoder.model
     before = weights_checksum(encoder)
     optimizer = model.configure_optimizers()["optimizer"]
@@ -173,7 +173,7 @@ def test_crop_flip_keeps_the_drawn_share_of_the_area():
 
 def test_training_items_are_augmented_per_epoch_and_evaluation_items_never(compose, tmp_path):
     cfg = compose([*SMALL, f"paths.cache_dir={tmp_path}", "cache.enabled=false", "augment=crop_flip"])
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(cfg, cached=False)
     dm.setup("fit")
     train, n = dm.train_set, len(dm.train_set)
 
@@ -198,7 +198,7 @@ def test_augment_needs_the_uncached_mode_and_a_matching_modality(compose, tmp_pa
     with pytest.raises(DaamlabError, match="cache.enabled=false"):
         train(cfg)
     with pytest.raises(DaamlabError, match="augment=noise takes audio input but the data yields image"):
-        build_datamodule(compose([*SMALL, "cache.enabled=false", "augment=noise"]))
+        build_datamodule(compose([*SMALL, "cache.enabled=false", "augment=noise"]), cached=False)
     with pytest.raises(DaamlabError, match=r"augment.snr_db=\[30, 10\] must be \[min, max\]"):
         build_augment({"name": "noise", "snr_db": [30, 10]}, "audio")
 

@@ -11,7 +11,8 @@ from omegaconf import OmegaConf, open_dict
 
 from daamlab.errors import DaamlabError
 from daamlab.report import collect
-from daamlab.runs import finished_metrics
+from daamlab.record import RunRecord
+from daamlab.rundir import finished_record
 from tests.conftest import ROOT
 
 TINY = [
@@ -74,20 +75,20 @@ def finished(compose, tmp_path):
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path)
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (tmp_path / "metrics.json").write_text(json.dumps({"status": "complete", "best_val_acc": 0.5}))
+    RunRecord(status="complete", best_val_acc=0.5, best_epoch=0, epochs=1).write(tmp_path / "metrics.json")
     return cfg, tmp_path
 
 
 def test_finished_run_is_returned_only_when_complete(finished):
     cfg, run = finished
-    assert finished_metrics(cfg, run)["best_val_acc"] == 0.5
+    assert finished_record(cfg, run).best_val_acc == 0.5
     with open_dict(cfg):
         cfg.sweep_name = "renamed"  # how the run is filed does not change what it computed
-    assert finished_metrics(cfg, run) is not None
-    (run / "metrics.json").write_text(json.dumps({"status": "failed", "error": "x"}))
-    assert finished_metrics(cfg, run) is None
+    assert finished_record(cfg, run) is not None
+    RunRecord(status="failed", error="x").write(run / "metrics.json")
+    assert finished_record(cfg, run) is None
     (run / "metrics.json").unlink()
-    assert finished_metrics(cfg, run) is None
+    assert finished_record(cfg, run) is None
 
 
 def test_finished_run_with_another_config_is_an_error(finished):
@@ -96,4 +97,4 @@ def test_finished_run_with_another_config_is_an_error(finished):
     saved["optim"]["lr"] = 0.5
     (run / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(DaamlabError, match=r"config differs \(optim\).*sweep_name="):
-        finished_metrics(cfg, run)
+        finished_record(cfg, run)

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from daamlab.data import build_datamodule
+from daamlab.build import build
 from daamlab.models.classifier import Classifier
 from daamlab.models.decoder import DATDecoder
-from daamlab.training import build_model
 
 
 def test_cached_batches_ship_as_stored_and_the_model_widens_them(compose, tmp_path):
@@ -25,9 +24,7 @@ def test_cached_batches_ship_as_stored_and_the_model_widens_them(compose, tmp_pa
             f"paths.cache_dir={tmp_path}",
         ]
     )
-    dm = build_datamodule(cfg)
-    dm.prepare_data()  # extracts the float16 cache
-    dm.setup("fit")
+    dm, model = build(cfg)  # extracts the float16 cache
     train = dm.train_set
     index = [5, 0, 3]
     x, y = train.__getitems__(index)
@@ -35,7 +32,7 @@ def test_cached_batches_ship_as_stored_and_the_model_widens_them(compose, tmp_pa
     assert x.dtype == torch.float16  # half the bytes to pin and copy; no host-side conversion
     np.testing.assert_array_equal(x.numpy(), train.split.features[rows])
     np.testing.assert_array_equal(y.numpy(), train.split.labels[rows])
-    model = build_model(cfg, dm).eval()
+    model.eval()
     torch.testing.assert_close(model(x), model(x.float()), rtol=0, atol=0)
 
 

@@ -10,9 +10,9 @@ import pytest
 from omegaconf import open_dict
 
 from daamlab.attention import ATTENTION, GATED
-from daamlab.data import build_datamodule
+from daamlab.build import build
 from daamlab.errors import DaamlabError
-from daamlab.training import build_model, train
+from daamlab.training import train
 from tests.conftest import run_script
 
 SMALL = [
@@ -36,18 +36,16 @@ def small_cfg(compose, tmp_path, *overrides):
 def test_every_attention_config_composes_and_builds(compose, name):
     cfg = compose([f"attention={name}"])
     assert cfg.attention.name == name
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
-    model = build_model(cfg, dm)
+    dm, model = build(cfg)
     x, y = next(iter(dm.train_dataloader()))
     assert model(x).shape == (cfg.data.batch_size, cfg.data.num_classes)
     assert model.gated == (name in GATED)
 
 
 def test_train_writes_metrics_and_gates(compose, tmp_path):
-    metrics = train(small_cfg(compose, tmp_path, "attention=daam"))
+    record = train(small_cfg(compose, tmp_path, "attention=daam"))
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved == json.loads(json.dumps(metrics))
+    assert saved == record.to_dict()
     assert saved["status"] == "complete" and saved["attention"] == "daam" and saved["modality"] == "toy"
     assert saved["params"]["attention"] == 2 * 8 * 64  # 2 g d
     assert 0.25 < saved["best_val_acc"] <= 1.0
@@ -71,14 +69,14 @@ def test_same_seed_same_numbers_other_seed_other_numbers(compose, tmp_path):
     a = train(small_cfg(compose, tmp_path / "a", "attention=mhsa"))
     b = train(small_cfg(compose, tmp_path / "b", "attention=mhsa"))
     c = train(small_cfg(compose, tmp_path / "c", "attention=mhsa", "seed=7"))
-    assert a["test"] == b["test"] and a["best_val_acc"] == b["best_val_acc"]
-    assert a["test"] != c["test"]
+    assert a.test == b.test and a.best_val_acc == b.best_val_acc
+    assert a.test != c.test
     assert not (tmp_path / "a" / "gates.npy").exists()  # mhsa has no gates
 
 
 def test_dev_split_keeps_test_unseen(compose, tmp_path):
     m = train(small_cfg(compose, tmp_path, "data.dev_fraction=0.25"))
-    assert m["test"]["acc"] != pytest.approx(m["best_val_acc"], abs=1e-9)  # selected on dev, not on test
+    assert m.test["acc"] != pytest.approx(m.best_val_acc, abs=1e-9)  # selected on dev, not on test
 
 
 @pytest.mark.parametrize(
