@@ -45,8 +45,8 @@ test-full: install  ## every test, slow ones included
 bench: install  ## speed ratios measured side by side (benchmarks/; slow on CPU: minutes)
 	for b in daam train_step cache_loading extract sweep; do $(PY) benchmarks/$$b.py || exit 1; done
 
-lint: install  ## ruff
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+lint: install  ## ruff, and the layer contract (lint-imports, pyproject.toml)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check . && .venv/bin/lint-imports
 
 format: install
 	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
