@@ -9,13 +9,13 @@ import types
 import numpy as np
 import pytest
 import yaml
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from daamlab.importance import pick_layers
 from daamlab.report import build_sections, collect
 from daamlab.cli import run_cli
 from daamlab.training import train
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
 
 TINY = ["trainer.max_epochs=1", "data.num_train=120", "data.num_test=60", "decoder=linear", "logger=none"]
 TINY += ["trainer.enable_progress_bar=false"]
@@ -36,6 +36,37 @@ def test_paper_experiment_pins_the_protocol(compose, experiment):
     assert (cfg.loss.name, cfg.trainer.max_epochs, cfg.decoder.name) == (loss, 35, "dat")
     assert cfg.sweep_name == experiment  # a fixed sweep folder: re-running resumes it
     assert list(cfg.tags) == [f"experiment:{experiment}", *tags]
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}{k}.")
+    else:
+        yield prefix.rstrip("."), node
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+def test_experiment_sets_only_what_differs_from_its_base(compose, path):
+    """An experiment keeps only what its modality (or the defaults) would not give anyway: a key that
+    repeats the value it would have is noise that drifts when the modality changes."""
+    raw = yaml.safe_load(path.read_text())
+    defaults = raw.pop("defaults", [])
+    base_overrides = [f"{k.removeprefix('override /')}={v}" for d in defaults for k, v in d.items()]
+    base = OmegaConf.to_container(compose(base_overrides), resolve=False)
+    composed = OmegaConf.to_container(compose([f"experiment={path.stem}"]), resolve=False)
+
+    def lookup(cfg, key):
+        for part in key.split("."):
+            cfg = cfg.get(part, "<absent>") if isinstance(cfg, dict) else "<absent>"
+        return cfg
+
+    repeated = []
+    for key, value in _leaves(raw):
+        assert lookup(composed, key) == value, f"{key} did not reach the composed config"
+        if lookup(base, key) == value:
+            repeated.append(f"{key}={value}")
+    assert not repeated, f"{path.name} repeats what its base already sets: {repeated}"
 
 
 def test_tags_follow_the_swept_values(compose):
