@@ -13,6 +13,7 @@ import torch
 from omegaconf import open_dict
 from PIL import Image
 
+import daamlab.data as data
 import daamlab.encoders as encoders
 from daamlab.build import build
 from daamlab.data import build_datamodule
@@ -118,7 +119,7 @@ def test_eval_restores_the_model_from_a_checkpoint(runs, compose, tmp_path, monk
     run_dir, metrics = runs["uncached"]
     built = []
     original = encoders.build_encoder
-    monkeypatch.setattr(encoders, "build_encoder", lambda c: built.append(c.name) or original(c))
+    monkeypatch.setattr(data, "build_encoder", lambda c: built.append(c.name) or original(c))
     (ckpt,) = (run_dir / "checkpoints").glob("epoch_*.ckpt")
     cfg = compose([f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false"], config_name="eval")
     with open_dict(cfg):

@@ -98,7 +98,7 @@ def test_mean_std_is_the_population_std():
 def test_paper_numbers_reproduce_the_printed_sigmas_of_the_population_convention():
     paper = load_paper(PAPER_RESULTS)
     rows = {(e, d, r.method): r for e, ds in paper.items() for d, t in ds.items() for r in t.rows}
-    # the digest's "Std convention check": these printed sigmas are population stds of the printed runs
+    # docs/paper-vs-code.md, "Standard deviations": these printed sigmas are population stds of the printed runs
     for key in [
         ("paper_iemocap", "iemocap", "LoRA+ (r=4)"),
         ("paper_iemocap", "iemocap", "DAAMv1"),

@@ -1,7 +1,7 @@
 """LoRA and LoRA+ baselines (attention=lora | lora_plus): HF peft adapters inside the encoder plus a
 linear classifier on its pooled last layer, trained end to end on raw items (no feature cache).
 
-A fair baseline, unlike the published one (paper-digest.md, section 8 item 9): peft's standard
+A fair baseline, unlike the published one (docs/paper-vs-code.md, "LoRA"): peft's standard
 alpha/r scaling, the classifier trained (LoRA+ included: it sits in peft's LoRA+ optimizer's base
 group), the same data, folds, seeds, batch size, epochs, loss, metrics and metrics.json as the
 attention heads. The head, metrics and pooling are the cached path's code: this is EncoderClassifier

@@ -2,7 +2,7 @@
 
 Accuracies are in percent. A row's number is the mean over its folds/seeds of each run's best
 validation accuracy (the paper's metric) with the **population** std (ddof=0), the convention most
-of the paper's printed sigmas follow (paper-digest.md §5, "Std convention check"). The paper's
+of the paper's printed sigmas follow (docs/paper-vs-code.md, "Standard deviations"). The paper's
 mean and std are shown as printed; Δ = ours - paper, only when the runs used the paper's dataset.
 """
 

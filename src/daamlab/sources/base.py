@@ -1,6 +1,6 @@
 """What a data source yields: raw items with an id, a group and a label, split by split.
 
-A source is the first stage of the data flow (DESIGN.md): the encoder turns each item's raw input
+A source is the first stage of the data flow (docs/architecture.md): the encoder turns each item's raw input
 into (N, d) pooled layer features and the cache stores them with the item's metadata. Sources do
 no encoding and know nothing about the cache.
 """
