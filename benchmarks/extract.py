@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from daamlab.sources import build_source
 from daamlab.encoders import build_encoder
 from daamlab.encoders.hf import HFEncoder, resolve_device
 from daamlab.features import extract as extract_module
 from daamlab.features.extract import build_cache, input_length, locate
 from daamlab.features.store import read_cache
+from daamlab.sources import build_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_RATE = 16000

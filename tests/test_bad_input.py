@@ -11,11 +11,10 @@ import errno
 import hashlib
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from omegaconf import open_dict
-
-from types import SimpleNamespace
 
 from daamlab.cli import run_cli
 from daamlab.training import train
@@ -123,7 +122,10 @@ def test_full_disk_is_one_line_and_keeps_earlier_results(compose, tmp_path, caps
     monkeypatch.setattr("daamlab.io.tempfile", SimpleNamespace(mkstemp=full))
     code, line = cli(compose, tmp_path / "run", TOY, capsys)
     assert code == 2
-    assert line.startswith(f"daamlab: error: cannot use {tmp_path / 'run'}") and "No space left on device" in line
+    assert (
+        line.startswith(f"daamlab: error: cannot use {tmp_path / 'run'}")
+        and "No space left on device" in line
+    )
 
 
 def test_finished_run_is_not_overwritten_by_another_config(compose, tmp_path, capsys):

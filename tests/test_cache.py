@@ -12,12 +12,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from daamlab.sources import build_source
 from daamlab.encoders import build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.features import cached_feature_set
 from daamlab.features.extract import build_cache, encode_part, locate, prefetched
 from daamlab.features.store import read_cache
+from daamlab.sources import build_source
 from tests.conftest import ROOT
 
 SMALL = [

@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 from omegaconf import OmegaConf
 
+from daamlab.errors import DaamlabError
 from daamlab.sources import build_source
 from daamlab.sources.espeak_emotion import plan_settings, plan_utterances
-from daamlab.errors import DaamlabError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import types
 
@@ -11,9 +10,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf, open_dict
 
-from daamlab.importance import pick_layers
-from daamlab.report import build_sections, collect
 from daamlab.cli import run_cli
+from daamlab.importance import pick_layers
+from daamlab.record import RunRecord
+from daamlab.report import build_sections, collect
 from daamlab.training import train
 from tests.conftest import ROOT, run_script
 
@@ -46,7 +46,9 @@ def _leaves(node, prefix=""):
         yield prefix.rstrip("."), node
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiment").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "configs" / "experiment").glob("*.yaml")), ids=lambda p: p.stem
+)
 def test_experiment_sets_only_what_differs_from_its_base(compose, path):
     """An experiment keeps only what its modality (or the defaults) would not give anyway: a key that
     repeats the value it would have is noise that drifts when the modality changes."""
@@ -143,4 +145,4 @@ def test_wandb_offline_run_holds_the_metrics_and_figure(tmp_path):
     for key in (b"best_val_acc", b"val/acc", b"params/attention", b"test/acc", b"seed1"):
         assert key in log, key
     assert list((offline / "files" / "media" / "images").glob("importance_*.png"))
-    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "complete"
+    assert RunRecord.read(run_dir / "metrics.json").status == "complete"

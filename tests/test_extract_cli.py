@@ -3,7 +3,6 @@ builds a missing cache once and later runs never load the encoder, and the CLI's
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from omegaconf import open_dict
 
 from daamlab.features import extract as extract_module
 from daamlab.features.extract import build_cache
+from daamlab.record import RunRecord
 from daamlab.training import train
 from tests.conftest import ROOT, run_script
 
@@ -99,13 +99,11 @@ def test_train_builds_a_missing_cache_once_then_never_loads_the_encoder(compose,
 
     monkeypatch.setattr(extract_module, "build_encoder", refuse)
     second = run("mhsa")
-    saved = json.loads((tmp_path / "mhsa" / "metrics.json").read_text())
-    assert saved["status"] == "complete" and saved["attention"] == "mhsa" and first["attention"] == "daam_v2"
-    fingerprint = first["data_info"]["fingerprint"]
-    assert (
-        fingerprint.startswith("synthetic-tiny_wavlm-") and saved["data_info"]["fingerprint"] == fingerprint
-    )
-    assert second["params"]["attention"] != first["params"]["attention"]
+    saved = RunRecord.read(tmp_path / "mhsa" / "metrics.json")
+    assert saved.status == "complete" and saved.attention == "mhsa" and first.attention == "daam_v2"
+    fingerprint = first.data_info["fingerprint"]
+    assert fingerprint.startswith("synthetic-tiny_wavlm-") and saved.data_info["fingerprint"] == fingerprint
+    assert second.params["attention"] != first.params["attention"]
     assert (tmp_path / "cache" / fingerprint / "manifest.json").is_file()
 
 

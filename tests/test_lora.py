@@ -3,8 +3,6 @@ only adapters and the head change, checkpoints hold adapters + head and reload t
 
 from __future__ import annotations
 
-import json
-
 import lightning as L
 import pytest
 import torch
@@ -14,6 +12,7 @@ from daamlab.build import build as build_run
 from daamlab.encoders import build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.models.lora import LoraClassifier, route_attention_through_modules
+from daamlab.record import RunRecord
 from daamlab.training import evaluate, train
 
 KIND = {"tiny_wavlm": "audio", "tiny_beit": "image", "tiny_llama": "text"}
@@ -149,10 +148,10 @@ def test_lora_run_writes_the_same_metrics_and_eval_restores_it(compose, tmp_path
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
     metrics = train(cfg)
-    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert saved["attention"] == "lora" and saved["decoder"] == "linear" and saved["status"] == "complete"
-    assert saved["params"]["adapters"] == 4 * per_layer(4, [(D, D), (D, D)])
-    assert saved["splits"]["train"]["rows"] == 16 and saved["data_info"]["cache"] is None
+    saved = RunRecord.read(tmp_path / "run" / "metrics.json")
+    assert saved.attention == "lora" and saved.decoder == "linear" and saved.status == "complete"
+    assert saved.params["adapters"] == 4 * per_layer(4, [(D, D), (D, D)])
+    assert saved.splits["train"]["rows"] == 16 and saved.data_info["cache"] is None
     assert not (tmp_path / "cache").exists()  # never extracted
     (ckpt,) = (tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt")
     eval_cfg = compose([f"ckpt_path={ckpt}", "trainer.enable_progress_bar=false"], config_name="eval")

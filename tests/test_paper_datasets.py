@@ -7,15 +7,15 @@ tiny random WavLM, each fold's test set is exactly its session (one fold here, a
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from daamlab.sources.fixtures import write_agnews, write_cifar100, write_iemocap
 from daamlab.errors import DaamlabError
+from daamlab.record import RunRecord
+from daamlab.sources.fixtures import write_agnews, write_cifar100, write_iemocap
 from tests.conftest import run_script
 
 QUICK = ["trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false", "decoder.channels=8"]
@@ -104,9 +104,9 @@ def test_speech_one_fold_on_the_iemocap_fixture_tests_on_its_session(tmp_path):
     result = speech_run(fixture.root, tmp_path / "out", "data.fold=2", "data.chunk_seconds=1")
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = (tmp_path / "out").glob("train/runs/*/metrics.json")
-    metrics = json.loads(metrics_file.read_text())
-    assert metrics["data"] == "iemocap" and metrics["fold"] == 2
-    splits = metrics["splits"]
+    metrics = RunRecord.read(metrics_file)
+    assert metrics.data == "iemocap" and metrics.fold == 2
+    splits = metrics.splits
     assert splits["test"]["groups"] == ["Session2"] and splits["val"]["groups"] == ["Session2"]
     assert splits["train"]["groups"] == ["Session1", "Session3", "Session4", "Session5"]
     session2 = [
@@ -129,9 +129,9 @@ def test_speech_multirun_over_five_folds_tests_each_on_its_own_session(tmp_path)
     assert len(runs) == 5
     tested = {}
     for path in runs:
-        metrics = json.loads(path.read_text())
-        tested[metrics["fold"]] = metrics["splits"]["test"]["groups"]
-        assert f"Session{metrics['fold']}" not in metrics["splits"]["train"]["groups"]
+        metrics = RunRecord.read(path)
+        tested[metrics.fold] = metrics.splits["test"]["groups"]
+        assert f"Session{metrics.fold}" not in metrics.splits["train"]["groups"]
     assert tested == {k: [f"Session{k}"] for k in range(1, 6)}
     assert (
         len(list((tmp_path / "out" / "cache").glob("*/manifest.json"))) == 1
@@ -157,7 +157,7 @@ def test_vision_and_text_train_on_their_fixtures(tmp_path, modality, encoder, wr
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = (tmp_path / "out").glob("train/runs/*/metrics.json")
-    splits = json.loads(metrics_file.read_text())["splits"]
+    splits = RunRecord.read(metrics_file).splits
     assert len(splits["train"]["classes"]) == classes
     assert splits["test"]["groups"] == ["test"] and splits["train"]["groups"] == ["train"]
     skipped_rows = 1 if modality == "vision" else 2  # the fixture's undecodable image / empty texts

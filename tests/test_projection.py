@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from daamlab.features.featureset import FeatureSet
 from daamlab.errors import DaamlabError
+from daamlab.features.featureset import FeatureSet
 from daamlab.models.classifier import Classifier
 from daamlab.models.projection import LayerProjection, cached_layer_widths, needs_projection
 

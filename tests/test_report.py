@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import yaml
 
 from daamlab.errors import DaamlabError
 from daamlab.importance import importance_factor, layer_contribution, pick_layers, run_gates
+from daamlab.record import RunRecord
 from daamlab.report import PAPER_RESULTS, build_report, build_sections, collect, load_paper, mean_std
 from daamlab.report.__main__ import main as report_main
 
@@ -48,23 +48,14 @@ def write_run(
         (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     if status is None:
         return path
-    metrics = {
-        "status": status,
-        "attention": att["name"],
-        "data": data,
-        "fold": fold,
-        "seed": seed,
-        "tags": tags,
-    }
+    record = RunRecord(
+        status=status, attention=att["name"], data=data, fold=fold, seed=seed, tags=tags, error=error
+    )
     if status == "complete":
-        metrics |= {
-            "best_val_acc": acc,
-            "test": {"acc": acc, "uar": acc - 0.01, "f1": acc - 0.02, "loss": 1.0},
-            "params": {"attention": 16384, "trainable": 200000, "total": 200000},
-        }
-    if error:
-        metrics["error"] = error
-    (path / "metrics.json").write_text(json.dumps(metrics))
+        record.best_val_acc, record.best_epoch, record.epochs = acc, 0, 1
+        record.test = {"acc": acc, "uar": acc - 0.01, "f1": acc - 0.02, "loss": 1.0}
+        record.params = {"attention": 16384, "trainable": 200000, "total": 200000}
+    record.write(path / "metrics.json")
     return path
 
 

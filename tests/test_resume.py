@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import time
 
 import pytest
 
+from daamlab.record import RunRecord
 from tests.conftest import ROOT, run_script
 
 RUN = [
@@ -54,12 +54,12 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     resumed = run_script("train.py", *LOGGED, f"hydra.run.dir={run_dir}")  # ckpt_path=last is the default
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stdout + resumed.stderr
-    a = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    b = json.loads((run_dir / "metrics.json").read_text())
-    assert b["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
+    a = RunRecord.read(tmp_path / "whole" / "metrics.json")
+    b = RunRecord.read(run_dir / "metrics.json")
+    assert b.best_val_acc == pytest.approx(a.best_val_acc, abs=1e-6)
     assert b["best_epoch"] == a["best_epoch"]
     for k in ("acc", "f1", "uar", "loss"):
-        assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-5)
+        assert b.test[k] == pytest.approx(a.test[k], abs=1e-5)
     # the CSV history holds every epoch once, as the uninterrupted run's (Lightning's own logger
     # would have deleted the rows written before the kill)
     whole_history, resumed_history = val_history(tmp_path / "whole"), val_history(run_dir)
@@ -81,7 +81,7 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     assert "attention.num_heads: 8 -> 1" in line
     assert (
         not (tmp_path / "other" / "metrics.json").exists()
-        or json.loads((tmp_path / "other" / "metrics.json").read_text())["status"] == "failed"
+        or RunRecord.read(tmp_path / "other" / "metrics.json").status == "failed"
     )
 
 
@@ -94,11 +94,11 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path):
         "train.py", *common, "trainer=ddp", "data.batch_size=16", f"hydra.run.dir={tmp_path}/ddp"
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
-    assert b["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
+    a = RunRecord.read(tmp_path / "one" / "metrics.json")
+    b = RunRecord.read(tmp_path / "ddp" / "metrics.json")
+    assert b.best_val_acc == pytest.approx(a.best_val_acc, abs=1e-6)
     for k in ("acc", "f1", "uar", "loss"):
-        assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-4)
+        assert b.test[k] == pytest.approx(a.test[k], abs=1e-4)
 
 
 def test_ddp_jobs_of_a_multirun_each_equal_one_process(tmp_path):
@@ -110,8 +110,7 @@ def test_ddp_jobs_of_a_multirun_each_equal_one_process(tmp_path):
         done = run_script("train.py", *sweep, *overrides, f"hydra.sweep.dir={tmp_path / name}", timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
         runs = {
-            p.parent.name.split(",")[0]: json.loads(p.read_text())
-            for p in (tmp_path / name).glob("*/metrics.json")
+            p.parent.name.split(",")[0]: RunRecord.read(p) for p in (tmp_path / name).glob("*/metrics.json")
         }
         assert set(runs) == {"attention=daam", "attention=none"}
         return runs
@@ -119,9 +118,9 @@ def test_ddp_jobs_of_a_multirun_each_equal_one_process(tmp_path):
     one = results("one", "data.batch_size=32")
     ddp = results("ddp", "trainer=ddp", "data.batch_size=16")
     for job, a in one.items():
-        assert ddp[job]["status"] == "complete"
-        assert ddp[job]["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
-        assert ddp[job]["test"]["acc"] == pytest.approx(a["test"]["acc"], abs=1e-6)
+        assert ddp[job].status == "complete"
+        assert ddp[job].best_val_acc == pytest.approx(a.best_val_acc, abs=1e-6)
+        assert ddp[job].test["acc"] == pytest.approx(a.test["acc"], abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -155,8 +154,8 @@ def test_encoder_in_the_loop_under_ddp_equals_one_process(tmp_path, head):
     for name, overrides in (("one", ["data.batch_size=32"]), ("ddp", ["trainer=ddp", "data.batch_size=16"])):
         done = run_script("train.py", *common, *overrides, f"hydra.run.dir={tmp_path / name}", timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]
-    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "ddp"))
-    assert b["data_info"]["cache"] is None  # it did run without the cache
-    assert b["best_val_acc"] == pytest.approx(a["best_val_acc"], abs=1e-6)
+    a, b = (RunRecord.read(tmp_path / n / "metrics.json") for n in ("one", "ddp"))
+    assert b.data_info["cache"] is None  # it did run without the cache
+    assert b.best_val_acc == pytest.approx(a.best_val_acc, abs=1e-6)
     for k in ("acc", "loss"):
-        assert b["test"][k] == pytest.approx(a["test"][k], abs=1e-5)
+        assert b.test[k] == pytest.approx(a.test[k], abs=1e-5)

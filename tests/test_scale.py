@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from daamlab.record import RunRecord
 from tests.conftest import ROOT
 
 
@@ -89,9 +89,9 @@ def test_soak_randomly_killed_parallel_sweep_completes_once(tmp_path):
     assert len(jobs) == 20  # no job duplicated, none missing
     seen = set()
     for job in jobs:
-        metrics = json.loads((job / "metrics.json").read_text())  # parses: not half-written
-        assert metrics["status"] == "complete"
-        seen.add((metrics["attention"], metrics["seed"]))
+        metrics = RunRecord.read(job / "metrics.json")  # parses: not half-written
+        assert metrics.status == "complete"
+        seen.add((metrics.attention, metrics.seed))
         for ckpt in (job / "checkpoints").glob("*.ckpt"):
             torch.load(ckpt, map_location="cpu", weights_only=True)  # loads: not truncated
         assert not list(Path(job).rglob("*.tmp*")), f"temp files left in {job}"

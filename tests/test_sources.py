@@ -17,7 +17,9 @@ import soundfile as sf
 from omegaconf import OmegaConf
 
 from daamlab.data.datamodule import FeatureDataModule
+from daamlab.errors import DaamlabError
 from daamlab.features.featureset import FeatureSet, FeatureSplit
+from daamlab.sources import build_source
 from daamlab.sources.fixtures import (
     AGNEWS_CLASSES,
     CIFAR100_COARSE,
@@ -29,8 +31,6 @@ from daamlab.sources.fixtures import (
     write_cifar100,
     write_iemocap,
 )
-from daamlab.sources import build_source
-from daamlab.errors import DaamlabError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 MERGE = {"exc": "hap"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import pytest
@@ -10,8 +9,8 @@ import yaml
 from omegaconf import OmegaConf, open_dict
 
 from daamlab.errors import DaamlabError
-from daamlab.report import collect
 from daamlab.record import RunRecord
+from daamlab.report import collect
 from daamlab.rundir import finished_record
 from tests.conftest import ROOT
 
@@ -63,7 +62,7 @@ def test_rerun_of_a_killed_sweep_retrains_only_the_unfinished_job(tmp_path):
     log = second.stdout + second.stderr
     assert log.count("already complete") == 1 and str(jobs["attention=daam"]) in log
     assert (done.stat().st_mtime_ns, done.read_text()) == before  # not retrained, not rewritten
-    assert json.loads(killed.read_text())["status"] == "complete"  # retrained
+    assert RunRecord.read(killed).status == "complete"  # retrained
     runs, never_ran = collect([sweep])
     assert sorted(r.status for r in runs) == ["complete", "complete"] and never_ran == []
 

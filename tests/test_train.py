@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ from omegaconf import open_dict
 from daamlab.attention import ATTENTION, GATED
 from daamlab.build import build
 from daamlab.errors import DaamlabError
+from daamlab.record import RunRecord
 from daamlab.training import train
 from tests.conftest import run_script
 
@@ -44,22 +44,22 @@ def test_every_attention_config_composes_and_builds(compose, name):
 
 def test_train_writes_metrics_and_gates(compose, tmp_path):
     record = train(small_cfg(compose, tmp_path, "attention=daam"))
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved == record.to_dict()
-    assert saved["status"] == "complete" and saved["attention"] == "daam" and saved["modality"] == "toy"
-    assert saved["params"]["attention"] == 2 * 8 * 64  # 2 g d
-    assert 0.25 < saved["best_val_acc"] <= 1.0
+    saved = RunRecord.read(tmp_path / "metrics.json")
+    assert saved == record  # what was written is what train() returned
+    assert saved.status == "complete" and saved.attention == "daam" and saved.modality == "toy"
+    assert saved.params["attention"] == 2 * 8 * 64  # 2 g d
+    assert 0.25 < saved.best_val_acc <= 1.0
     # the paper's protocol validates on the test split and tests the best checkpoint: they agree
-    assert saved["test"]["acc"] == pytest.approx(saved["best_val_acc"], abs=1e-6)
+    assert saved.test["acc"] == pytest.approx(saved.best_val_acc, abs=1e-6)
     gates = np.load(tmp_path / "gates.npy")
     assert gates.shape == (24, 64) and (gates > 0).all() and (gates <= 1).all()
     assert (tmp_path / "config.yaml").is_file() and list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
     # one row per test row, aligned with its item: the CSV's own accuracy is the test accuracy
     with (tmp_path / "predictions.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == saved["splits"]["test"]["rows"] and len({r["row"] for r in rows}) == len(rows)
+    assert len(rows) == saved.splits["test"]["rows"] and len({r["row"] for r in rows}) == len(rows)
     hits = [r["prediction"] == r["label"] for r in rows]
-    assert sum(hits) / len(rows) == pytest.approx(saved["test"]["acc"], abs=1e-6)
+    assert sum(hits) / len(rows) == pytest.approx(saved.test["acc"], abs=1e-6)
     probs = np.array([[float(v) for k, v in r.items() if k.startswith("p_")] for r in rows])
     assert probs.shape == (len(rows), 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
@@ -96,7 +96,7 @@ def test_dev_split_keeps_test_unseen(compose, tmp_path):
 def test_bad_input_is_one_clear_error(compose, tmp_path, overrides, message):
     with pytest.raises(DaamlabError, match=message):
         train(small_cfg(compose, tmp_path, *overrides))
-    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"  # recorded, not complete
+    assert RunRecord.read(tmp_path / "metrics.json").status == "failed"  # recorded, not complete
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
@@ -113,14 +113,14 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
 def test_eval_reproduces_the_test_metrics(tmp_path):
     r = run_script("train.py", *SMALL, f"hydra.run.dir={tmp_path}/run")
     assert r.returncode == 0, r.stderr[-2000:]
-    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    trained = RunRecord.read(tmp_path / "run" / "metrics.json")
     ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
     r = run_script(
         "eval.py", f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path}/eval", "trainer.enable_progress_bar=false"
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    evaluated = json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())
-    assert evaluated["test"]["acc"] == pytest.approx(trained["test"]["acc"], abs=1e-6)
-    assert evaluated["attention"] == "daam" and evaluated["params"] == trained["params"]
+    evaluated = RunRecord.read(tmp_path / "eval" / "eval_metrics.json")
+    assert evaluated.test["acc"] == pytest.approx(trained.test["acc"], abs=1e-6)
+    assert evaluated.attention == "daam" and evaluated.params == trained.params
     predictions = [(tmp_path / d / "predictions.csv").read_text() for d in ("run", "eval")]
     assert predictions[0] == predictions[1]  # same checkpoint, same rows, same probabilities

@@ -89,10 +89,15 @@ def load_checked(path: Path, model) -> None:
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise DaamlabError(f"{path} is not a Lightning checkpoint (no state_dict)")
     saved, expected = ckpt.get("hyper_parameters") or {}, dict(model.hparams)
-    a, b = _flat({k: saved.get(k) for k in expected if k not in RUNTIME_HPARAMS}), _flat(
-        {k: v for k, v in expected.items() if k not in RUNTIME_HPARAMS}
+    a, b = (
+        _flat({k: saved.get(k) for k in expected if k not in RUNTIME_HPARAMS}),
+        _flat({k: v for k, v in expected.items() if k not in RUNTIME_HPARAMS}),
     )
-    diff = [f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} in the run's config" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    diff = [
+        f"{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} in the run's config"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
     if diff:
         raise DaamlabError(f"{path} holds another model than its run's config builds: {'; '.join(diff[:4])}")
     model.load_state_dict(ckpt["state_dict"])

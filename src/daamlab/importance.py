@@ -123,5 +123,3 @@ def layers_from_run(run_dir: str | None, pick: str, num_layers: int) -> list[int
         raise DaamlabError("the layer ablation needs ablation.from_run=<run dir of a finished DAAM run>")
     gates, layers = run_gates(Path(run_dir))
     return pick_layers(gates, str(pick), int(num_layers), layers)
-
-

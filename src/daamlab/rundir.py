@@ -99,7 +99,9 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config minus NOT_IDENTITY, with this run's own directories spelled `<run dir>`,
     `<log dir>` (checkpoint paths follow the run directory, which is not what the run computes)."""
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    folders = [(OmegaConf.select(cfg, k), f"<{k.split('.')[-1]}>") for k in ("paths.output_dir", "paths.log_dir")]
+    folders = [
+        (OmegaConf.select(cfg, k), f"<{k.split('.')[-1]}>") for k in ("paths.output_dir", "paths.log_dir")
+    ]
     folders = [(str(f), name) for f, name in folders if f]
 
     def strip(value: Any) -> Any:
@@ -135,7 +137,9 @@ def finished_record(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
         try:
             saved = identity(OmegaConf.load(saved_path))
         except Exception as e:  # a damaged config.yaml: YAML errors of several kinds
-            raise DaamlabError(f"{saved_path} cannot be read ({type(e).__name__}); delete {out_dir} to re-run") from None
+            raise DaamlabError(
+                f"{saved_path} cannot be read ({type(e).__name__}); delete {out_dir} to re-run"
+            ) from None
         now = identity(cfg)
         changed = sorted(k for k in set(now) | set(saved) if now.get(k) != saved.get(k))
     if changed:

@@ -53,8 +53,6 @@ def job_type(fold: int | None, seed: int) -> str:
     return f"fold{fold}-seed{seed}" if fold is not None else f"seed{seed}"
 
 
-
-
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:
     hparams = {**OmegaConf.to_container(cfg, resolve=True), "params": params}
     for logger in loggers:

@@ -106,7 +106,9 @@ def _instantiate_all(node: DictConfig | None) -> list:
     return [instantiate(v) for v in node.values() if isinstance(v, DictConfig) and "_target_" in v]
 
 
-def run_test(trainer: L.Trainer, model: Classifier, dm: FeatureDataModule, cfg: DictConfig) -> dict[str, float]:
+def run_test(
+    trainer: L.Trainer, model: Classifier, dm: FeatureDataModule, cfg: DictConfig
+) -> dict[str, float]:
     """Test the best checkpoint (the current weights when there is none, e.g. callbacks=none)."""
     if not cfg.get("test", True):
         return {}
@@ -145,7 +147,9 @@ def _run_config(ckpt: Path) -> DictConfig:
     try:
         return OmegaConf.load(path)
     except Exception as e:  # a damaged config.yaml: YAML errors of several kinds
-        raise DaamlabError(f"{path} cannot be read as YAML ({type(e).__name__}); eval.py needs the run's config") from None
+        raise DaamlabError(
+            f"{path} cannot be read as YAML ({type(e).__name__}); eval.py needs the run's config"
+        ) from None
 
 
 def evaluate(cfg: DictConfig) -> RunRecord:

@@ -24,4 +24,6 @@ def validate(cfg: DictConfig) -> None:
         raise DaamlabError(f"optim.lr must be a number > 0, got {lr!r}; e.g. optim.lr=1e-4")
     bs = OmegaConf.select(cfg, "data.batch_size")
     if not _whole(bs) or bs < 1:
-        raise DaamlabError(f"data.batch_size must be a whole number >= 1, got {bs!r}; e.g. data.batch_size=32")
+        raise DaamlabError(
+            f"data.batch_size must be a whole number >= 1, got {bs!r}; e.g. data.batch_size=32"
+        )

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from daamlab.features.featureset import FeatureSet, FeatureSplit
 from daamlab.data.sampling import EpochShuffleSampler
 from daamlab.errors import DaamlabError
+from daamlab.features.featureset import FeatureSet, FeatureSplit
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from torch.utils.data import Dataset
 from daamlab.data.augment import Augment
 from daamlab.data.datamodule import FeatureDataModule
 from daamlab.data.sampling import EpochShuffleSampler
-from daamlab.sources import Source
 from daamlab.encoders import LayerEncoder
 from daamlab.errors import DaamlabError
+from daamlab.sources import Source
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from daamlab.sources import Source, build_source
 from daamlab.encoders import LayerEncoder, build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.features import store
 from daamlab.features.fingerprint import cache_key, fingerprint
+from daamlab.sources import Source, build_source
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

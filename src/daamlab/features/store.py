@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from daamlab.features.featureset import FeatureSet, FeatureSplit
 from daamlab.errors import DaamlabError
+from daamlab.features.featureset import FeatureSet, FeatureSplit
 from daamlab.features.fingerprint import key_differences
 
 log = logging.getLogger(__name__)

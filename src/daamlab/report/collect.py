@@ -77,7 +77,9 @@ def read_run(path: Path) -> Run:
         try:
             cfg = OmegaConf.load(path / CONFIG)
         except Exception as e:  # YAML errors of several kinds
-            raise DaamlabError(f"{path / CONFIG} cannot be read as YAML ({type(e).__name__}); delete or restore it") from None
+            raise DaamlabError(
+                f"{path / CONFIG} cannot be read as YAML ({type(e).__name__}); delete or restore it"
+            ) from None
 
     def pick(value: Any, cfg_key: str) -> Any:
         if value is not None:

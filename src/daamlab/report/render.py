@@ -11,7 +11,7 @@ from daamlab.report.collect import Run
 STD_NOTE = (
     "Accuracy in %. Ours: mean ± std over folds/seeds of each run's best validation accuracy (the "
     "paper's metric); std is the population std (ddof=0), the convention most of the paper's σ follow "
-    "(docs/paper-vs-code.md, "Standard deviations"). Paper: μ ± σ as printed. Δ = ours − paper, in points. Test metrics: the "
+    "(docs/paper-vs-code.md, 'Standard deviations'). Paper: μ ± σ as printed. Δ = ours − paper, in points. Test metrics: the "
     "best-validation checkpoint on the test split (the same split as validation under the paper's protocol)."
 )
 

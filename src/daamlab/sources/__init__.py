@@ -6,8 +6,8 @@ import importlib
 
 from omegaconf import DictConfig
 
-from daamlab.sources.base import Item, Source, waveform_16k
 from daamlab.errors import DaamlabError
+from daamlab.sources.base import Item, Source, waveform_16k
 
 
 def build_source(cfg: DictConfig) -> Source:

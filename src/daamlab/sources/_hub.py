@@ -17,8 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from daamlab.sources.base import Item
 from daamlab.errors import DaamlabError
+from daamlab.sources.base import Item
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from daamlab.sources.base import Item
 from daamlab.errors import DaamlabError
+from daamlab.sources.base import Item
 
 CLASS_NAMES = [
     "T-shirt/top",

@@ -26,8 +26,8 @@ import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
-from daamlab.sources.base import Item, waveform_16k
 from daamlab.errors import DaamlabError
+from daamlab.sources.base import Item, waveform_16k
 
 log = logging.getLogger(__name__)
 

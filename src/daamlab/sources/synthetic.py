@@ -16,8 +16,8 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
-from daamlab.sources.base import Item
 from daamlab.errors import DaamlabError
+from daamlab.sources.base import Item
 
 VERSION = "synthetic-1"  # bump when the items change
 SAMPLE_RATE = 16000
