@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from daamlab.checkpointing import AtomicCheckpointIO, resolve_resume
+from daamlab.checkpointing import AtomicCheckpointIO, check_checkpoint, load_weights, resolve_resume
 from daamlab.data import build_datamodule, uses_cache
 from daamlab.data.raw import RawDataModule
 from daamlab.errors import DaamlabError
@@ -159,6 +159,8 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.get("torch_threads") and uses_cache(cfg):
         torch.set_num_threads(cfg.torch_threads)
     model = build_model(cfg, dm)
+    if resume_from:  # the checkpoint must be of the model this config builds (variant, shapes, classes)
+        check_checkpoint(Path(resume_from), dict(model.hparams))
     summary = run_summary(cfg, model)
     log.info("trainable parameters: %s", summary["params"])
 
@@ -230,13 +232,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print_config(cfg, out_dir)
     dm = build_datamodule(run_cfg)  # uncached mode and LoRA: builds the encoder from its source
     dm.setup("test")
-    if isinstance(dm, RawDataModule):  # the checkpoint holds the head (and adapters); not the encoder
-        model_class = LoraClassifier if run_cfg.attention.name in LORA_METHODS else EncoderClassifier
-        model = model_class.load_from_checkpoint(
-            ckpt, map_location="cpu", weights_only=True, encoder=dm.encoder
-        )
-    else:
-        model = Classifier.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    # the model the run's config builds (the encoder from dm: the checkpoint holds the head and adapters),
+    # refused unless the checkpoint's own hyper-parameters are its: eval_metrics.json names what was scored
+    model = build_model(run_cfg, dm)
+    load_weights(model, ckpt)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     results = trainer.test(model, datamodule=dm)
     test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
