@@ -184,7 +184,8 @@ def build_cache(cfg: DictConfig, *, shard: int = 0, num_shards: int = 1) -> Path
         raise DaamlabError(f"cache.part_size={part_size} must be >= 1")
     source = build_source(cfg.data)
     cache, key, fp = locate(cfg, source)
-    if store.is_finished(cache):  # whatever its manifest holds, it is read, judged, never rebuilt
+    if store.is_finished(cache):  # a finished cache is never rebuilt; a malformed manifest is refused
+        store.read_manifest(cache)
         log.info("feature cache found: %s", cache)
         return cache
     store.ensure_writable(cache.parent)

@@ -376,42 +376,44 @@ def _kind(kind: type) -> str:
     return KINDS.get(kind, "null" if kind is type(None) else f"a {kind.__name__}")
 
 
-def _fields_problem(node: Any, fields: dict[str, type], where: str) -> str | None:
+def _fields_problem(node: Any, fields: dict[str, type], where: str = "") -> str | None:
+    """What is missing or mistyped in `node` (at dotted path `where`; "" for the manifest itself)."""
+    label = f"'{where}'" if where else "it"
     if not isinstance(node, dict):
-        return f"{where} is {_kind(type(node))}, not an object"
+        return f"{label} is {_kind(type(node))}, not an object"
     for key, kind in fields.items():
         if key not in node:
-            return f"{where} has no '{key}'"
+            return f"{label} has no '{key}'"
         value = node[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            return f"{where}'s '{key}' is {_kind(type(value))}, not {_kind(kind)}"
+            return f"'{where + '.' if where else ''}{key}' is {_kind(type(value))}, not {_kind(kind)}"
     return None
 
 
 def manifest_problem(manifest: Any) -> str | None:
     """What makes `manifest` other than what merge() writes, or None."""
-    problem = _fields_problem(manifest, MANIFEST_FIELDS, "it")
+    problem = _fields_problem(manifest, MANIFEST_FIELDS)
     if problem:
         return problem
     if not manifest["splits"]:
         return "it lists no splits"
     if not all(isinstance(c, str) for c in manifest["class_names"]) or not manifest["class_names"]:
-        return "its 'class_names' is not a list of names"
-    problem = _fields_problem(manifest["source"], {"name": str}, "its 'source'") or _fields_problem(
-        manifest["skipped"], {"count": int}, "its 'skipped'"
+        return "'class_names' is not a list of names"
+    problem = _fields_problem(manifest["source"], {"name": str}, "source") or _fields_problem(
+        manifest["skipped"], {"count": int}, "skipped"
     )
     if problem or "version" not in manifest["source"]:
-        return problem or "its 'source' has no 'version'"
+        return problem or "'source' has no 'version'"
     for split, entry in manifest["splits"].items():
         if not SPLIT_NAME.fullmatch(split):
             return f"split {split!r} is not a directory name"
-        problem = _fields_problem(entry, {"size": int, "files": dict}, f"split '{split}'")
+        problem = _fields_problem(entry, {"size": int, "files": dict}, f"splits.{split}")
         if problem:
             return problem
         for name in SPLIT_FILES:
             if name not in entry["files"]:
-                return f"split '{split}' has no record of {name}"
-            problem = _fields_problem(entry["files"][name], FILE_FIELDS, f"split '{split}' {name}")
+                return f"'splits.{split}.files' has no record of {name}"
+            problem = _fields_problem(entry["files"][name], FILE_FIELDS, f"splits.{split}.files.{name}")
             if problem:
                 return problem
     return None
