@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from daamlab import rundir
 from daamlab.build import build
-from daamlab.checkpointing import AtomicCheckpointIO, load_checked, resolve_resume
+from daamlab.checkpointing import AtomicCheckpointIO, check_checkpoint, load_weights, resolve_resume
 from daamlab.data import FeatureDataModule
 from daamlab.errors import DaamlabError
 from daamlab.importance import save_importance
@@ -63,6 +63,8 @@ def _train(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
         rundir.save_run_info(out_dir, run_info)  # now, so a crashed run has it too
     L.seed_everything(cfg.seed, workers=True)
     dm, model = build(cfg)
+    if resume_from:  # the checkpoint must be of the model this config builds (variant, shapes, classes)
+        check_checkpoint(Path(resume_from), dict(model.hparams))
     log.info("trainable parameters: %s", model.param_counts)
     trainer, loggers = make_trainer(cfg)
     log_config(loggers, cfg, model.param_counts)
@@ -166,7 +168,7 @@ def evaluate(cfg: DictConfig) -> RunRecord:
     run_cfg = _run_config(ckpt)
     rundir.save_config(cfg, out_dir, name=rundir.EVAL_CONFIG)
     dm, model = build(run_cfg, stage="test")
-    load_checked(ckpt, model)  # refuses another head, another feature shape, a damaged file
+    load_weights(model, ckpt)  # refuses another head, another feature shape, a damaged file
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     results = trainer.test(model, datamodule=dm)
     test = {k.removeprefix("test/"): float(v) for k, v in results[0].items()}

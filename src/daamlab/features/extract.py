@@ -44,6 +44,7 @@ def locate(cfg: DictConfig, source: Source) -> tuple[Path, dict[str, Any], str]:
         )
     key = cache_key(cfg, source.version)
     fp = fingerprint(cfg, key)
+    store.check_cache_dir(Path(cfg.paths.cache_dir) / fp)
     return Path(cfg.paths.cache_dir) / fp, key, fp
 
 
@@ -183,13 +184,15 @@ def build_cache(cfg: DictConfig, *, shard: int = 0, num_shards: int = 1) -> Path
         raise DaamlabError(f"cache.part_size={part_size} must be >= 1")
     source = build_source(cfg.data)
     cache, key, fp = locate(cfg, source)
-    if (cache / store.MANIFEST).is_file():
+    if store.is_finished(cache):  # a finished cache is never rebuilt; a malformed manifest is refused
+        store.read_manifest(cache)
         log.info("feature cache found: %s", cache)
         return cache
+    store.ensure_writable(cache.parent)
     lock = cache.parent / f"{fp}.lock"
     if num_shards == 1:
         with exclusive(lock, wait=True):  # one extraction per cache; a second waits, then finds it done
-            if not (cache / store.MANIFEST).is_file():
+            if not store.is_finished(cache):
                 records = _extract_parts(cfg, source, cache, fp, part_size, 0, 1)
                 _merge(cache, key, fp, source, records)
     else:
@@ -210,7 +213,7 @@ def build_cache(cfg: DictConfig, *, shard: int = 0, num_shards: int = 1) -> Path
             )
             return cache
         with exclusive(lock, wait=False) as held:
-            if not held or (cache / store.MANIFEST).is_file():
+            if not held or store.is_finished(cache):
                 return cache  # another job is merging, or has merged
             _merge(cache, key, fp, source, records)
     skipped = store.read_manifest(cache)["skipped"]["count"]
@@ -243,6 +246,7 @@ def _extract_parts(
     encoder: LayerEncoder | None = _build_encoder(cfg, source, cache) if fresh else None
     records: dict[str, list[dict[str, Any] | None]] = {}
     counter = 0  # parts across splits: the sharding unit
+    damaged: list[str] = []  # parts found damaged (bad checksum, unreadable .json): extracted again
     for split in source.splits():
         records[split] = []
         with tqdm(
@@ -254,9 +258,11 @@ def _extract_parts(
         ) as bar:
             for part, inputs in prefetched(parts(source, split, part_size)):
                 mine, counter = counter % num_shards == shard, counter + 1
-                record = store.read_part_meta(cache, split, part.index, fp, part_size)
+                record = store.read_part_meta(
+                    cache, split, part.index, fp, part_size, damaged if mine else None
+                )
                 if record is None and mine:
-                    if (cache / store.MANIFEST).is_file():  # another shard job merged while this one iterated
+                    if store.is_finished(cache):  # another shard job merged while this one iterated
                         return records
                     if encoder is None:
                         # building a model may draw from the global RNG: fork it, so a run that
@@ -273,8 +279,15 @@ def _extract_parts(
                     }
                     store.write_part(cache, part, features, info)
                     record = store.read_part_meta(cache, split, part.index, fp, part_size)
+                    if record is None:
+                        raise DaamlabError(
+                            f"part {part.index} of {cache / split} did not read back whole just after it "
+                            "was written: check the disk under paths.cache_dir"
+                        )
                 records[split].append(record)
                 bar.update(len(inputs))
+    if damaged:
+        log.warning("%d damaged parts of %s were found (listed above); extracted again", len(damaged), cache)
     return records
 
 

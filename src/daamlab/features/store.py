@@ -2,23 +2,29 @@
 
 ```
 <fingerprint>/<split>/parts/00000.npy   (n, N, d) float16 features of one part  } while extracting;
-<fingerprint>/<split>/parts/00000.json  its rows, skips and encoder fingerprint  } removed once merged
+<fingerprint>/<split>/parts/00000.json  its rows, skips, encoder fingerprint and  } removed once merged
+                                        checksums (of the .npy, and of itself)   }
 <fingerprint>/<split>/features.npy      (n, N, d) float16, read with np.load(mmap_mode="r")
 <fingerprint>/<split>/labels.npy        (n,) int64 indices into the manifest's class names
 <fingerprint>/<split>/meta.jsonl        one JSON line per row: id, group, source, chunk, label
 <fingerprint>/manifest.json             written last: its presence means the cache is complete
 ```
 Every file is written under a temporary name and renamed. A part's .json is written after its .npy,
-so a part counts as done only when both are whole. Nothing here depends on time, process or part
+so a part counts as done only when both are whole: the .json matches its own checksum and the .npy
+the checksum the .json holds. A damaged part (bit rot, a copy cut short, a hand edit) is extracted
+again, never merged, and the merge checks each part's checksum once more as it copies it. A manifest
+that is not the one merge() writes is refused, never rewritten. Nothing here depends on time, process or part
 layout, so a resumed extraction ends byte-identical to an uninterrupted one. No pickles: .npy of
 numeric dtypes and JSON only (np.load is called with allow_pickle=False).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -31,6 +37,8 @@ import numpy as np
 from daamlab.errors import DaamlabError
 from daamlab.features.featureset import FeatureSet, FeatureSplit
 from daamlab.features.fingerprint import key_differences
+from daamlab.io import atomic_write, write_npy, write_text
+from daamlab.io import write_json as _write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +51,20 @@ SAMPLE_BLOCK, SAMPLES = 1 << 16, 16  # quick verification: 16 blocks of 64 KiB s
 # ---------------------------------------------------------------------------------------------- writing
 
 
-def _atomic(path: Path, write) -> None:
-    """write(file object) into a temp file beside `path`, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, payload: Any) -> None:
-    _atomic(path, lambda f: f.write(json.dumps(payload, indent=1, sort_keys=True).encode() + b"\n"))
+    _write_json(path, payload, indent=1)  # the cache's own layout: one space
 
 
-def write_npy(path: Path, array: np.ndarray) -> None:
-    _atomic(path, lambda f: np.save(f, array, allow_pickle=False))
+def _xxh3(data: bytes) -> str:
+    import xxhash
+
+    return xxhash.xxh3_128(data).hexdigest()
+
+
+def _record_checksum(record: dict[str, Any]) -> str:
+    """xxh3 of a part record's canonical JSON (without its own checksum): any edit to the .json shows."""
+    body = {k: v for k, v in record.items() if k != "record_xxh3_128"}
+    return _xxh3(json.dumps(body, sort_keys=True).encode())
 
 
 def part_paths(cache: Path, split: str, index: int) -> tuple[Path, Path]:
@@ -83,27 +86,58 @@ class Part:
 def write_part(cache: Path, part: Part, features: np.ndarray, info: dict[str, Any]) -> None:
     """features (n, N, d) float16; info: fingerprint, part_size and the encoder's own fingerprint."""
     npy, meta = part_paths(cache, part.split, part.index)
-    write_npy(npy, features)
-    write_json(
-        meta,
-        {
-            **info,
-            "rows": part.rows,
-            "skipped": part.skipped,
-            "last": part.last,
-            "shape": list(features.shape),
-        },
-    )
+    buffer = io.BytesIO()
+    np.save(buffer, features, allow_pickle=False)
+    data = buffer.getvalue()  # the checksum is of the bytes meant for disk, so a bad write shows too
+    atomic_write(npy, lambda f: f.write(data))
+    record = {
+        **info,
+        "rows": part.rows,
+        "skipped": part.skipped,
+        "last": part.last,
+        "shape": list(features.shape),
+        "npy": {"bytes": len(data), "xxh3_128": _xxh3(data)},
+    }
+    write_json(meta, {**record, "record_xxh3_128": _record_checksum(record)})
 
 
-def read_part_meta(
+# what a part record must hold, by type (checked once its own checksum matches: a hand-made one)
+PART_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "fingerprint": str,
+    "part_size": int,
+    "index": int,
+    "encoder": dict,
+    "rows": list,
+    "skipped": list,
+    "last": bool,
+    "shape": list,
+    "npy": dict,
+}
+
+
+def part_state(
     cache: Path, split: str, index: int, fingerprint: str, part_size: int
-) -> dict[str, Any] | None:
-    """The part's record if it is done (and was made for this cache), else None."""
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None): the part is done, whole and made for this cache; (None, None): not done yet;
+    (None, why): damaged, to be extracted again. A whole part of another cache or part size is refused."""
     npy, meta = part_paths(cache, split, index)
     if not meta.is_file():
-        return None
-    record = json.loads(meta.read_text())
+        return None, None  # a .npy alone is a part killed before its .json: simply not done
+    try:
+        record = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"its .json does not read ({type(e).__name__})"
+    if not isinstance(record, dict):
+        return None, f"its .json holds a JSON {type(record).__name__}, not a part record"
+    if "record_xxh3_128" not in record:
+        return None, "its .json has no checksum"
+    if record.pop("record_xxh3_128") != _record_checksum(record):
+        return None, "its .json does not match its checksum"
+    for key, kind in PART_FIELDS.items():
+        if not isinstance(record.get(key), kind):
+            return None, f"its .json has no valid '{key}'"
+    if record["index"] != index or len(record["shape"]) != 3 or record["shape"][0] != len(record["rows"]):
+        return None, f"its .json describes part {record['index']} of shape {record['shape']}"
     if record["fingerprint"] != fingerprint:
         raise DaamlabError(
             f"{meta} belongs to cache {record['fingerprint']}, not {fingerprint}; "
@@ -114,8 +148,33 @@ def read_part_meta(
             f"{meta.parent} holds parts of {record['part_size']} items but cache.part_size={part_size}; "
             f"resume with cache.part_size={record['part_size']}, or delete {cache} to start over"
         )
+    written = record["npy"]
     if not npy.is_file():
-        return None
+        return None, "its .npy is missing"
+    size = npy.stat().st_size
+    if size != written.get("bytes"):
+        return None, f"its .npy is {size} bytes, {written.get('bytes')} were written"
+    if full_checksum(npy) != written.get("xxh3_128"):
+        return None, "its .npy does not match its checksum"
+    return record, None
+
+
+def read_part_meta(
+    cache: Path,
+    split: str,
+    index: int,
+    fingerprint: str,
+    part_size: int,
+    damaged: list[str] | None = None,
+) -> dict[str, Any] | None:
+    """The part's record if it is done, whole and made for this cache, else None. A damaged part is
+    logged (it is extracted again, never merged) and appended to `damaged`, for the caller's count."""
+    record, damage = part_state(cache, split, index, fingerprint, part_size)
+    if damage:
+        stem = str(part_paths(cache, split, index)[0].with_suffix(""))
+        log.warning("feature cache part %s is damaged (%s): not merged, extracted again", stem, damage)
+        if damaged is not None:
+            damaged.append(stem)
     return record
 
 
@@ -186,7 +245,7 @@ def merge(cache: Path, parts: dict[str, list[dict[str, Any]]], manifest: dict[st
         concatenate = partial(
             _write_concatenated, cache=cache, split=split, records=records, shape=(n, num_layers, dim)
         )
-        _atomic(split_dir / "features.npy", concatenate)
+        atomic_write(split_dir / "features.npy", concatenate)
         rows = [row for r in records for row in r["rows"]]
         write_npy(
             split_dir / "labels.npy", np.array([class_index[row["label"]] for row in rows], dtype=np.int64)
@@ -194,7 +253,7 @@ def merge(cache: Path, parts: dict[str, list[dict[str, Any]]], manifest: dict[st
         lines = "".join(
             json.dumps({**row, "source": manifest["source"]["name"]}, sort_keys=True) + "\n" for row in rows
         )
-        _atomic(split_dir / "meta.jsonl", partial(_write_text, text=lines))
+        write_text(split_dir / "meta.jsonl", lines)
         splits[split] = {"size": n, "files": {name: file_checksums(split_dir / name) for name in SPLIT_FILES}}
         skipped += [
             {"split": split, "item": item, "reason": reason} for r in records for item, reason in r["skipped"]
@@ -215,10 +274,6 @@ def merge(cache: Path, parts: dict[str, list[dict[str, Any]]], manifest: dict[st
         shutil.rmtree(cache / split / "parts", ignore_errors=True)
 
 
-def _write_text(f, *, text: str) -> None:
-    f.write(text.encode())
-
-
 def _write_concatenated(
     f, cache: Path, split: str, records: list[dict[str, Any]], shape: tuple[int, ...]
 ) -> None:
@@ -227,7 +282,13 @@ def _write_concatenated(
         f, {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
     )
     for r in records:
-        part = np.load(part_paths(cache, split, r["index"])[0], mmap_mode="r", allow_pickle=False)
+        path = part_paths(cache, split, r["index"])[0]
+        if full_checksum(path) != r["npy"]["xxh3_128"]:  # changed since it was read: never merged
+            raise DaamlabError(
+                f"{path} changed after it was checked (it no longer matches its checksum); "
+                "run the extraction again: it extracts that part again"
+            )
+        part = np.load(path, mmap_mode="r", allow_pickle=False)
         if part.shape != tuple(r["shape"]) or part.dtype != np.float16:
             raise DaamlabError(
                 f"{part_paths(cache, split, r['index'])[0]} holds {part.shape} {part.dtype}, "
@@ -239,12 +300,120 @@ def _write_concatenated(
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def read_manifest(cache: Path) -> dict[str, Any]:
-    path = cache / MANIFEST
+def check_cache_dir(cache: Path) -> None:
+    """The cache directory, or the first of its parents that exists, must be a directory: a path through
+    a file (DAAMLAB_CACHE set to a file, say) is one line, not ENOTDIR from deep inside a write."""
+    existing = cache
+    while not os.path.exists(existing) and existing != existing.parent:  # os.path: False on any OSError
+        existing = existing.parent
+    if not os.path.isdir(existing):
+        raise DaamlabError(
+            f"the feature cache {cache} cannot be made: {existing} is a file, not a directory; "
+            "point paths.cache_dir (or DAAMLAB_CACHE) at a directory"
+        )
+
+
+def ensure_writable(root: Path) -> None:
+    """Create `root` and a file in it, before any extraction: a read-only or foreign directory is one line."""
     try:
-        return json.loads(path.read_text())
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise DaamlabError(
+            f"cannot write the feature cache under {root} ({e.strerror or e}); "
+            "point paths.cache_dir (or DAAMLAB_CACHE) at a writable directory"
+        ) from None
+
+
+def is_finished(cache: Path) -> bool:
+    """A manifest is there (whatever it is: read_manifest judges it; a finished cache is never rebuilt)."""
+    return os.path.lexists(cache / MANIFEST)
+
+
+SPLIT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a directory name inside the cache, never ../
+# what merge() writes into a manifest, by type: anything else is refused before it is used
+MANIFEST_FIELDS: dict[str, type] = {
+    "format": int,
+    "fingerprint": str,
+    "key": dict,
+    "source": dict,
+    "class_names": list,
+    "encoder": dict,
+    "num_layers": int,
+    "dim": int,
+    "dtype": str,
+    "splits": dict,
+    "skipped": dict,
+}
+FILE_FIELDS: dict[str, type] = {"bytes": int, "xxh3_128": str, "sample_xxh3_128": str}
+
+
+KINDS = {dict: "an object", list: "a list", str: "a string", int: "a whole number", bool: "true/false"}
+
+
+def _kind(kind: type) -> str:
+    return KINDS.get(kind, "null" if kind is type(None) else f"a {kind.__name__}")
+
+
+def _fields_problem(node: Any, fields: dict[str, type], where: str = "") -> str | None:
+    """What is missing or mistyped in `node` (at dotted path `where`; "" for the manifest itself)."""
+    label = f"'{where}'" if where else "it"
+    if not isinstance(node, dict):
+        return f"{label} is {_kind(type(node))}, not an object"
+    for key, kind in fields.items():
+        if key not in node:
+            return f"{label} has no '{key}'"
+        value = node[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"'{where + '.' if where else ''}{key}' is {_kind(type(value))}, not {_kind(kind)}"
+    return None
+
+
+def manifest_problem(manifest: Any) -> str | None:
+    """What makes `manifest` other than what merge() writes, or None."""
+    problem = _fields_problem(manifest, MANIFEST_FIELDS)
+    if problem:
+        return problem
+    if not manifest["splits"]:
+        return "it lists no splits"
+    if not all(isinstance(c, str) for c in manifest["class_names"]) or not manifest["class_names"]:
+        return "'class_names' is not a list of names"
+    problem = _fields_problem(manifest["source"], {"name": str}, "source") or _fields_problem(
+        manifest["skipped"], {"count": int}, "skipped"
+    )
+    if problem or "version" not in manifest["source"]:
+        return problem or "'source' has no 'version'"
+    for split, entry in manifest["splits"].items():
+        if not SPLIT_NAME.fullmatch(split):
+            return f"split {split!r} is not a directory name"
+        problem = _fields_problem(entry, {"size": int, "files": dict}, f"splits.{split}")
+        if problem:
+            return problem
+        for name in SPLIT_FILES:
+            if name not in entry["files"]:
+                return f"'splits.{split}.files' has no record of {name}"
+            problem = _fields_problem(entry["files"][name], FILE_FIELDS, f"splits.{split}.files.{name}")
+            if problem:
+                return problem
+    return None
+
+
+def read_manifest(cache: Path) -> dict[str, Any]:
+    """The manifest, or one line naming the file and what is wrong with it (nothing is changed)."""
+    path = cache / MANIFEST
+    fix = f"delete {cache} and extract again (nothing was changed)"
+    try:
+        manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DaamlabError(f"{path} is corrupt ({e}); delete {cache} and extract again") from None
+        raise DaamlabError(f"{path} is corrupt ({e}); {fix}") from None
+    except OSError as e:
+        raise DaamlabError(f"{path} cannot be read ({e.strerror or e}); {fix}") from None
+    problem = manifest_problem(manifest)
+    if problem:
+        raise DaamlabError(f"{path} is not a feature cache manifest: {problem}; {fix}")
+    return manifest
 
 
 def check_manifest(cache: Path, manifest: dict[str, Any], key: dict[str, Any], fingerprint: str) -> None:
@@ -283,7 +452,7 @@ def verify_file(path: Path, record: dict[str, Any], mode: str) -> None:
 def read_cache(cache: Path, key: dict[str, Any], fingerprint: str, *, verify: str, name: str) -> FeatureSet:
     if verify not in ("full", "quick"):
         raise DaamlabError(f"cache.verify={verify!r} must be full or quick")
-    if not (cache / MANIFEST).is_file():
+    if not is_finished(cache):
         raise DaamlabError(
             f"no finished feature cache at {cache}; "
             "build it with python extract.py (same data/encoder overrides)"
