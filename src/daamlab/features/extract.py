@@ -10,13 +10,11 @@ when this job has a part to extract, so a finished or fully sharded cache merges
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import queue
 import shutil
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +27,7 @@ from daamlab.encoders import LayerEncoder, build_encoder
 from daamlab.errors import DaamlabError
 from daamlab.features import store
 from daamlab.features.fingerprint import cache_key, fingerprint
+from daamlab.io import exclusive
 from daamlab.sources import Source, build_source
 
 log = logging.getLogger(__name__)
@@ -145,22 +144,6 @@ def prefetched(iterator: Iterator[T], depth: int = 1) -> Iterator[T]:
             yield x
     finally:
         stop.set()  # a consumer that stops early releases the worker
-
-
-@contextmanager
-def exclusive(lock_path: Path, *, wait: bool) -> Iterator[bool]:
-    """An flock beside the cache directory (the OS releases it if the process dies); yields whether held."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def estimate_bytes(source: Source, encoder: LayerEncoder) -> int | None:
