@@ -67,7 +67,7 @@ def ddp_relaunches_this_job() -> Iterator[None]:
     so are the variables the launcher set (with LOCAL_RANK set, the next job would start no ranks);
     the job's process group is closed (Lightning keeps it; the next job's ranks are new processes).
     """
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not in_multirun():
         yield
         return
     hydra = HydraConfig.get()
@@ -108,8 +108,14 @@ def job_scope() -> Iterator[None]:
             wandb.finish(exit_code=1 if failed else 0)
 
 
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run an entry point's task under the exit policy."""
+    """Run an entry point's task under the exit policy. In a multirun a job that fails this way is
+    recorded (its metrics.json says failed, and why) and the sweep goes on to its next job; the sweep's
+    summary counts it and the sweep exits 2 (results_table.SweepTable)."""
     try:
         with job_scope(), ddp_relaunches_this_job():
             return task(cfg)
@@ -118,4 +124,6 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         if message is None:
             raise
         print(f"daamlab: error: {message}", file=sys.stderr)
+        if in_multirun():
+            return None
         raise SystemExit(2) from None

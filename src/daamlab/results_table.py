@@ -7,6 +7,7 @@ gives the test accuracy as mean +- std over the folds / seeds that ran.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -52,19 +53,48 @@ def results_table(runs: list[RunRecord]) -> str:
     return "\n".join(out) + "\n(head params: attention / all trainable; mean +- std over the runs)"
 
 
+def sweep_records(root: Path) -> list[tuple[Path, RunRecord | None]]:
+    """(job folder, its record or None) for every job folder under root (those holding a config.yaml)."""
+    jobs = sorted(
+        {p.parent for p in root.rglob("config.yaml")} | {p.parent for p in root.rglob("metrics.json")}
+    )
+    return [
+        (job, RunRecord.read(job / "metrics.json") if (job / "metrics.json").is_file() else None)
+        for job in jobs
+    ]
+
+
 def complete_runs(root: Path) -> list[RunRecord]:
     """The record of every complete run under root (a sweep directory), in path order."""
-    records = (RunRecord.read(path) for path in sorted(root.rglob("metrics.json")))
-    return [r for r in records if r.status == "complete"]
+    return [r for _, r in sweep_records(root) if r is not None and r.status == "complete"]
 
 
 class SweepTable(Callback):
-    """Hydra callback: after a multirun, print the table of the sweep's runs."""
+    """Hydra callback: after a multirun, print the table of the sweep's runs and a summary of its jobs
+    (complete, failed, skipped as already complete, incomplete); exit 2 if any job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(config.hydra.sweep.dir)
-        runs = complete_runs(root)
-        if runs:
-            print(f"\nresults of {len(runs)} runs in {root}:\n{results_table(runs)}")
-        else:
-            print(f"\nno complete runs in {root}")
+        jobs = sweep_records(root)
+        complete = [r for _, r in jobs if r is not None and r.status == "complete"]
+        failed = [(job, r) for job, r in jobs if r is not None and r.status == "failed"]
+        started = getattr(self, "started", float("inf"))
+        skipped = sum(
+            r.status == "complete" and (job / "metrics.json").stat().st_mtime < started
+            for job, r in jobs
+            if r
+        )
+        incomplete = sum(r is None for _, r in jobs)
+        if complete:
+            print(f"\nresults of {len(complete)} runs in {root}:\n{results_table(complete)}")
+        print(
+            f"\nsweep {root}: {len(complete)} complete ({skipped} of them skipped as already complete), "
+            f"{len(failed)} failed, {incomplete} incomplete"
+        )
+        for job, record in failed:
+            print(f"  failed: {job.name}: {record.error}")
+        if failed:
+            raise SystemExit(2)

@@ -14,14 +14,18 @@ eval.py's directory holds `eval_metrics.json` and `predictions.csv` of the check
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
-from daamlab.io import write_json, write_text
+from daamlab.io import exclusive, write_json, write_text
 from daamlab.record import RunRecord
 
 log = logging.getLogger(__name__)
@@ -34,10 +38,32 @@ EVAL_METRICS = "eval_metrics.json"
 EVAL_CONFIG = "eval_config.yaml"
 PREDICTIONS = "predictions.csv"
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
+JOB_FOLDER_CHARS = 150  # a readable prefix of the overrides; the hash keeps it unique (names stay < 255 bytes)
 
 # how a run is filed, logged and launched, not what it computes: a re-run that changes only these
 # (another logger, a sweep moved to another disk) is the same run
 NOT_IDENTITY = ("sweep_name", "logger", "paths", "launcher", "print_config", "experiment_name")
+
+
+def job_folder(overrides: str) -> str:
+    """A sweep job's folder name from its overrides (`a=1,b=x`): the overrides themselves when short
+    and free of path separators (so re-running a sweep finds its jobs), else a readable prefix plus a
+    hash of them all. A path-valued override (`data.root=/x/y`) never nests folders."""
+    if not overrides:
+        return "default"
+    if len(overrides) <= JOB_FOLDER_CHARS and "/" not in overrides and not overrides.startswith("."):
+        return overrides
+    readable = re.sub(r"[^A-Za-z0-9=,._+-]+", "_", overrides).strip("._")[:JOB_FOLDER_CHARS]
+    return f"{readable}-{hashlib.sha256(overrides.encode()).hexdigest()[:12]}"
+
+
+@contextmanager
+def job_lock(out_dir: Path) -> Iterator[bool]:
+    """Held while a job trains in `out_dir`: a second process (another sweep of the same name) that
+    finds it held skips the job and says so, instead of writing into the same folder at once."""
+    with exclusive(out_dir / LOCK, wait=False) as held:
+        yield held
 
 
 def holds_training_run(directory: Path) -> bool:
@@ -46,8 +72,15 @@ def holds_training_run(directory: Path) -> bool:
 
 def save_config(cfg: DictConfig, out_dir: Path, name: str = CONFIG) -> None:
     """The resolved config (and its tree) in the run directory; printed short, or in full with print_config=full."""
+    from hydra.core.hydra_config import HydraConfig
+
     tree = config_tree(cfg)
     write_text(out_dir / name, OmegaConf.to_yaml(cfg, resolve=True))
+    if HydraConfig.initialized() and name == CONFIG:
+        # Hydra's own .hydra/ folder is off (configs/hydra/default.yaml: nothing is written before the
+        # checks pass); the report finds a sweep's jobs by these overrides
+        overrides = list(HydraConfig.get().overrides.task)
+        write_text(out_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(overrides)))
     if name == CONFIG:
         write_text(out_dir / CONFIG_TREE, _render(tree, width=120))
     if cfg.get("print_config", "short") == "full":

@@ -46,12 +46,21 @@ def train(cfg: DictConfig) -> RunRecord | None:
     if done is not None:
         log.info("%s already complete (best val acc %.4f): skipped", out_dir, done.best_val_acc)
         return done
-    try:
+    if rank_zero_only.rank != 0:  # DDP ranks >= 1 run inside rank 0's job (and its lock)
         return _train(cfg, out_dir)
-    except BaseException as e:
-        if rank_zero_only.rank == 0 and out_dir.is_dir():
+    with rundir.job_lock(out_dir) as held:
+        if not held:
+            raise DaamlabError(
+                f"{out_dir} is being trained by another process (another sweep of this name): skipped"
+            )
+        done = rundir.finished_record(cfg, out_dir)  # it may have finished while this one waited
+        if done is not None:
+            return done
+        try:
+            return _train(cfg, out_dir)
+        except BaseException as e:
             RunRecord.failed(cfg, e).write(out_dir / rundir.METRICS)
-        raise
+            raise
 
 
 def _train(cfg: DictConfig, out_dir: Path) -> RunRecord | None:

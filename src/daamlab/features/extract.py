@@ -29,6 +29,7 @@ from daamlab.features import store
 from daamlab.features.fingerprint import cache_key, fingerprint
 from daamlab.io import exclusive
 from daamlab.sources import Source, build_source
+from daamlab.validate import validate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -318,6 +319,7 @@ def _human(n: float) -> str:
 
 def extract(cfg: DictConfig) -> Path:
     """What extract.py runs."""
+    validate(cfg)
     cache = build_cache(cfg, shard=int(cfg.cache.shard), num_shards=int(cfg.cache.num_shards))
     print(cache)
     return cache

@@ -17,10 +17,10 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from daamlab.attention import GATED, build_attention
-from daamlab.errors import DaamlabError
 from daamlab.models.decoder import build_decoder
 from daamlab.models.losses import build_loss
 from daamlab.models.projection import LayerProjection, needs_projection
+from daamlab.record import RunDiverged
 
 
 class GateMean(Metric):
@@ -60,8 +60,6 @@ class Classifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if not optim["lr"] > 0:
-            raise DaamlabError(f"optim.lr must be > 0, got {optim['lr']}; e.g. optim.lr=1e-4")
         # layers of different widths (CNN blocks): project each to a common width first (projection.py)
         self.projection: nn.Module = nn.Identity()
         if needs_projection(layer_widths):
@@ -119,6 +117,14 @@ class Classifier(L.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("train/loss")
+        if loss is not None and not torch.isfinite(loss):  # a diverged run is failed, never complete
+            raise RunDiverged(
+                f"non-finite training loss at epoch {self.current_epoch}: the run diverged; "
+                "lower optim.lr (or check the features for NaN/inf)"
+            )
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
