@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from omegaconf import open_dict
 
-from daamlab.attention import ATTENTION, GATED
+from daamlab.attention import ATTENTION, gated_names
 from daamlab.data import build_datamodule
 from daamlab.errors import DaamlabError
 from daamlab.training import build_model, train
@@ -41,7 +41,7 @@ def test_every_attention_config_composes_and_builds(compose, name):
     model = build_model(cfg, dm)
     x, y = next(iter(dm.train_dataloader()))
     assert model(x).shape == (cfg.data.batch_size, cfg.data.num_classes)
-    assert model.gated == (name in GATED)
+    assert model.gated == (name in gated_names())  # read from the built module's class
 
 
 def test_train_writes_metrics_and_gates(compose, tmp_path):

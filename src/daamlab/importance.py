@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from daamlab.attention import gated_names
 from daamlab.errors import DaamlabError
 
 ARRAY = "importance.npy"
@@ -89,8 +90,8 @@ def run_gates(run_dir: Path) -> tuple[np.ndarray, list[int]]:
     path = run_dir / "gates.npy"
     if not path.is_file():
         raise DaamlabError(
-            f"{path} not found: ablation.from_run must be the run directory of a finished DAAM-family run "
-            "(daam, daam_v2, gq_daam, daam_mixture, gaussian), which saves gates.npy"
+            f"{path} not found: ablation.from_run must be the run directory of a finished run of a gated "
+            f"attention ({', '.join(gated_names())}), which saves gates.npy"
         )
     gates = np.load(path)
     layers = None
