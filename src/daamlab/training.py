@@ -18,6 +18,7 @@ from daamlab.data import build_datamodule, uses_cache
 from daamlab.data.raw import RawDataModule
 from daamlab.errors import DaamlabError
 from daamlab.importance import save_importance  # also registers ${if_layers:...} (the layer ablation)
+from daamlab.layer_importance import save_layer_importance
 from daamlab.models.classifier import Classifier
 from daamlab.models.encoder_classifier import EncoderClassifier
 from daamlab.models.lora import LORA_METHODS, LoraClassifier
@@ -187,6 +188,9 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             save_array(out_dir / "gates.npy", gates)
             title = f"{cfg.attention.name} on {cfg.data.name}: Importance Factor"
             figures["importance"] = save_importance(out_dir, gates, cfg.data.get("layers"), title)
+        # occlusion per layer, any variant on cached features: the yardstick for the IF (layer_importance.py)
+        if fig := save_layer_importance(out_dir, model, dm, f"{cfg.attention.name} on {cfg.data.name}"):
+            figures["layer_importance"] = fig
         metrics = {
             **summary,
             "status": "complete",
