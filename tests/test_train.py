@@ -55,6 +55,8 @@ def test_train_writes_metrics_and_gates(compose, tmp_path):
     assert saved["test"]["acc"] == pytest.approx(saved["best_val_acc"], abs=1e-6)
     gates = np.load(tmp_path / "gates.npy")
     assert gates.shape == (24, 64) and (gates > 0).all() and (gates <= 1).all()
+    assert np.load(tmp_path / "layer_importance.npy").shape == (24,)  # occlusion, beside the IF
+    assert (tmp_path / "layer_importance.png").stat().st_size > 0
     assert (tmp_path / "config.yaml").is_file() and list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
     # one row per test row, aligned with its item: the CSV's own accuracy is the test accuracy
     with (tmp_path / "predictions.csv").open(newline="") as f:
