@@ -157,7 +157,8 @@ def test_published_gqa_sums_the_group_inside_the_scores():
     q = gqa.q_proj(x).view(2, 8, 2, 4, hd).sum(3)  # the group's 4 query heads summed: (B, N, 2, hd)
     k, v = gqa.k_proj(x).view(2, 8, 2, hd), gqa.v_proj(x).view(2, 8, 2, hd)
     out = torch.stack(
-        [F.scaled_dot_product_attention(q[:, :, h], k[:, :, h], v[:, :, h], scale=1 / hd) for h in range(2)], 2
+        [F.scaled_dot_product_attention(q[:, :, h], k[:, :, h], v[:, :, h], scale=1 / hd) for h in range(2)],
+        2,
     )
     torch.testing.assert_close(gqa(x), gqa.out_proj(gqa.norm(out.reshape(2, 8, 128))), rtol=1e-5, atol=1e-5)
 

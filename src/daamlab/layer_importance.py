@@ -98,7 +98,11 @@ def occlusion_importance(model: nn.Module, train_loader: Iterable, val_loader: I
 
 
 def plot_layer_importance(
-    result: dict, path: Path, layers: Sequence[int] | None = None, gates: np.ndarray | None = None, title: str = ""
+    result: dict,
+    path: Path,
+    layers: Sequence[int] | None = None,
+    gates: np.ndarray | None = None,
+    title: str = "",
 ) -> None:
     """Occlusion (NLL increase and accuracy drop) per layer, beside the IF's per-layer mean if gated."""
     import matplotlib

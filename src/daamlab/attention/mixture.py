@@ -29,7 +29,9 @@ from torch import nn
 from daamlab.attention.daam import split_layers
 from daamlab.errors import DaamlabError
 
-VAR_EPS = 1e-8  # the released module's eps, in the variance and the sum's clamp (its wrapper never changes it)
+VAR_EPS = (
+    1e-8  # the released module's eps, in the variance and the sum's clamp (its wrapper never changes it)
+)
 
 
 NORMALISE = ("clamp", "log")
@@ -52,7 +54,9 @@ class DAAMMixture(nn.Module):
         (the paper's text says the scaled variance starts at 2). normalise: "clamp" | "log" (above)."""
         super().__init__()
         if normalise not in NORMALISE:
-            raise DaamlabError(f"attention.normalise must be 'clamp' (as released) or 'log', got {normalise!r}")
+            raise DaamlabError(
+                f"attention.normalise must be 'clamp' (as released) or 'log', got {normalise!r}"
+            )
         self.normalise = normalise
         self.layers_per_head = split_layers(num_layers, num_heads, "DAAM mixture")
         if self.layers_per_head < 2:
