@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from daamlab.attention import ATTENTION, GATED, build_attention
+from daamlab.attention import ATTENTION, build_attention, gated_names, is_gated
 from daamlab.errors import DaamlabError
 from daamlab.models.decoder import DATDecoder, square_map
 
@@ -80,7 +80,7 @@ def test_gaussian_has_no_trainable_density_parameters():
 
 
 @pytest.mark.parametrize(
-    "name", ["daam", "daam_v2", "daam_mixture", "gq_daam", "mhsa", "mhsa_bn", "weighted_sum"]
+    "name", ["daam", "daam_v2", "daam_mixture", "gq_daam", "gq_daam_std", "mhsa", "mhsa_bn", "weighted_sum"]
 )
 def test_gradients_reach_every_parameter(name):
     m = build_attention(name, 24, 64)
@@ -91,7 +91,7 @@ def test_gradients_reach_every_parameter(name):
     assert x.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("name", ["daam", "daam_mixture", "gq_daam"])
+@pytest.mark.parametrize("name", ["daam", "daam_mixture", "gq_daam", "gq_daam_std"])
 def test_heads_must_divide_layers(name):
     with pytest.raises(
         DaamlabError,
@@ -129,27 +129,46 @@ def mixture_reference(x, offsets, c, g):
     return out, clamped
 
 
-def test_mixture_matches_released_block_and_counts_64_parameters():
-    m = build_attention("daam_mixture", 24, 32)
+@pytest.mark.parametrize("normalise", ["clamp", "log"])
+def test_mixture_matches_released_block_and_counts_64_parameters(normalise):
+    m = build_attention("daam_mixture", 24, 32, normalise=normalise)
     assert n_trainable(m) == 64  # the paper's Table 3: g=8 x K=4 x 2
     with torch.no_grad():
         m.offsets.normal_(0, 0.2)
         m.c.uniform_(0.8, 2.0)  # where the released literal product does not underflow
     x = torch.randn(3, 24, 32)
     ref, clamped = mixture_reference(x, m.offsets, m.c, 8)
-    assert clamped.float().mean() < 0.01
+    assert clamped.float().mean() < 0.01  # the clamp bites rarely: both are the released block elsewhere
     torch.testing.assert_close(m(x)[~clamped], ref[~clamped], rtol=1e-5, atol=1e-5)
+    if normalise == "clamp":  # the literal product: the released block everywhere
+        torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
     _, w = m(x, return_gates=True)
-    torch.testing.assert_close(w.view(3, 8, 3, 32).sum(2), torch.ones(3, 8, 32))  # sums to 1 per head
+    sums = w.view(3, 8, 3, 32).sum(2)
+    bites = clamped.view(3, 8, 3, 32)[:, :, 0]
+    torch.testing.assert_close(sums[~bites], torch.ones_like(sums[~bites]))  # sums to 1 per head
 
 
-def test_mixture_stays_normalised_where_the_literal_product_underflows():
-    m = build_attention("daam_mixture", 24, 8, c_init=0.05)
+def test_mixture_normalisations_differ_exactly_where_the_clamp_bites():
+    assert build_attention("daam_mixture", 24, 8).normalise == "clamp"  # the default: as released
+    torch.manual_seed(0)
+    clamp = build_attention("daam_mixture", 24, 8, c_init=0.05)
+    log = build_attention("daam_mixture", 24, 8, c_init=0.05, normalise="log")
+    log.load_state_dict(clamp.state_dict())
     x = torch.randn(2, 24, 8) * 10
-    ref, clamped = mixture_reference(x, m.offsets, m.c, 8)
-    assert clamped.any()  # the released sum fell under eps: its weights no longer sum to 1 there
-    _, w = m(x, return_gates=True)
-    assert torch.allclose(w.view(2, 8, 3, 8).sum(2), torch.ones(2, 8, 8))  # ours stays a distribution
+    ref, clamped = mixture_reference(x, clamp.offsets, clamp.c, 8)
+    assert clamped.any() and not clamped.all()
+    # "clamp" is the released block everywhere, where its weights stop summing to 1 included
+    torch.testing.assert_close(clamp(x), ref, rtol=1e-5, atol=1e-5)
+    (_, w_clamp), (_, w_log) = clamp(x, return_gates=True), log(x, return_gates=True)
+    sums_clamp, sums_log = w_clamp.view(2, 8, 3, 8).sum(2), w_log.view(2, 8, 3, 8).sum(2)
+    bites = clamped.view(2, 8, 3, 8)[:, :, 0]  # (B, g, d): the groups whose sum fell under 1e-8
+    assert (sums_clamp[bites] < 1 - 1e-3).all()  # released: no longer a distribution there
+    torch.testing.assert_close(sums_log, torch.ones_like(sums_log))  # log: a distribution everywhere
+    # equal where the clamp does not bite, different where it does
+    torch.testing.assert_close(w_log[~clamped], w_clamp[~clamped], rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(w_log[clamped], w_clamp[clamped])
+    with pytest.raises(DaamlabError, match="attention.normalise must be 'clamp'"):
+        build_attention("daam_mixture", 24, 8, normalise="softmax")
 
 
 def test_mixture_c_init():
@@ -165,7 +184,8 @@ def test_gq_daam_parameter_count_and_shapes():
     assert y.shape == (2, 24, 512) and w.shape == (2, 24, 1024) and (m.out_layers, m.out_dim) == (24, 512)
 
 
-def test_gqa_matches_explicit_grouped_attention():
+def test_gqa_sums_the_query_group_before_one_softmax_per_kv_head():
+    """The published reading (tests/test_gq_daam.py checks it at the paper's shapes)."""
     from daamlab.attention import GroupedQueryAttention
 
     gqa = GroupedQueryAttention(embed_dim=64, query_heads=8, kv_heads=2)
@@ -174,12 +194,9 @@ def test_gqa_matches_explicit_grouped_attention():
     k = gqa.k_proj(x).view(2, 5, 2, 8)
     v = gqa.v_proj(x).view(2, 5, 2, 8)
     heads = []
-    for kv in range(2):  # query heads 4*kv .. 4*kv+3 share key/value head kv; their outputs are summed
-        acc = 0
-        for j in range(4):
-            s = (q[:, :, kv * 4 + j] @ k[:, :, kv].transpose(1, 2)) / 8.0  # temperature 1/hd
-            acc = acc + s.softmax(-1) @ v[:, :, kv]
-        heads.append(acc)
+    for kv in range(2):  # query heads 4*kv .. 4*kv+3 share key/value head kv; their scores are summed
+        s = sum(q[:, :, kv * 4 + j] @ k[:, :, kv].transpose(1, 2) for j in range(4)) / 8.0  # temp 1/hd
+        heads.append(s.softmax(-1) @ v[:, :, kv])
     ref = gqa.out_proj(gqa.norm(torch.cat(heads, dim=-1)))
     torch.testing.assert_close(gqa(x), ref, rtol=1e-5, atol=1e-5)
 
@@ -214,8 +231,16 @@ def test_every_variant_maps_to_its_declared_output_shape():
         m = build_attention(name, 24, 64)
         y = m(x)
         assert y.shape == (3, m.out_layers, m.out_dim), name
-        if name in GATED:
+        if is_gated(m):
             assert m(x, return_gates=True)[1].shape == x.shape
+        else:  # a module without gates says so by its class, and refuses the flag
+            with pytest.raises(TypeError):
+                m(x, return_gates=True)
+
+
+def test_gated_is_a_property_of_the_module_class():
+    assert gated_names() == ["daam", "daam_mixture", "daam_v2", "gaussian", "gq_daam", "gq_daam_std"]
+    assert all(is_gated(build_attention(n, 24, 64)) for n in gated_names())
 
 
 def test_dat_decoder_matches_published_counts_and_maps():

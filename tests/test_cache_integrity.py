@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from daamlab.runs import run_cli
 from omegaconf import open_dict
 
 from daamlab.errors import DaamlabError
 from daamlab.features import cached_feature_set, store
 from daamlab.features import extract as extract_module
 from daamlab.features.extract import build_cache, extract
-from daamlab.runs import run_cli
 from tests.test_cache import extract_cfg, files, load
 
 

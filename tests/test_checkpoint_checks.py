@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from daamlab.runs import run_cli
 from omegaconf import open_dict
 
 from daamlab.checkpointing import check_checkpoint
 from daamlab.errors import DaamlabError
 from daamlab.models.classifier import Classifier
-from daamlab.runs import run_cli
 from daamlab.training import evaluate, train
 
 RUN = [

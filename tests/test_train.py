@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import open_dict
 
-from daamlab.attention import ATTENTION, GATED
+from daamlab.attention import ATTENTION, gated_names
 from daamlab.build import build
 from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
@@ -39,7 +39,7 @@ def test_every_attention_config_composes_and_builds(compose, name):
     dm, model = build(cfg)
     x, y = next(iter(dm.train_dataloader()))
     assert model(x).shape == (cfg.data.batch_size, cfg.data.num_classes)
-    assert model.gated == (name in GATED)
+    assert model.gated == (name in gated_names())  # read from the built module's class
 
 
 def test_train_writes_metrics_and_gates(compose, tmp_path):
@@ -53,6 +53,8 @@ def test_train_writes_metrics_and_gates(compose, tmp_path):
     assert saved.test["acc"] == pytest.approx(saved.best_val_acc, abs=1e-6)
     gates = np.load(tmp_path / "gates.npy")
     assert gates.shape == (24, 64) and (gates > 0).all() and (gates <= 1).all()
+    assert np.load(tmp_path / "layer_importance.npy").shape == (24,)  # occlusion, beside the IF
+    assert (tmp_path / "layer_importance.png").stat().st_size > 0
     assert (tmp_path / "config.yaml").is_file() and list((tmp_path / "checkpoints").glob("epoch_*.ckpt"))
     # one row per test row, aligned with its item: the CSV's own accuracy is the test accuracy
     with (tmp_path / "predictions.csv").open(newline="") as f:

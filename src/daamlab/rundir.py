@@ -39,7 +39,9 @@ EVAL_CONFIG = "eval_config.yaml"
 PREDICTIONS = "predictions.csv"
 CHECKPOINTS = "checkpoints"
 LOCK = ".lock"
-JOB_FOLDER_CHARS = 150  # a readable prefix of the overrides; the hash keeps it unique (names stay < 255 bytes)
+JOB_FOLDER_CHARS = (
+    150  # a readable prefix of the overrides; the hash keeps it unique (names stay < 255 bytes)
+)
 
 # how a run is filed, logged and launched, not what it computes: a re-run that changes only these
 # (another logger, a sweep moved to another disk) is the same run

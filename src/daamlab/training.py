@@ -28,6 +28,7 @@ from daamlab.data import FeatureDataModule
 from daamlab.errors import DaamlabError
 from daamlab.importance import save_importance
 from daamlab.io import write_npy
+from daamlab.layer_importance import save_layer_importance
 from daamlab.models.classifier import Classifier
 from daamlab.predictions import write_predictions
 from daamlab.provenance import provenance
@@ -142,6 +143,10 @@ def write_artifacts(
         write_npy(out_dir / "gates.npy", gates)
         title = f"{cfg.attention.name} on {cfg.data.name}: Importance Factor"
         figures["importance"] = save_importance(out_dir, gates, cfg.data.get("layers"), title)
+    # occlusion per layer, any variant on cached features: the yardstick for the IF (layer_importance.py)
+    if cfg.get("layer_importance", True):
+        if fig := save_layer_importance(out_dir, model, dm, f"{cfg.attention.name} on {cfg.data.name}"):
+            figures["layer_importance"] = fig
     return figures
 
 

@@ -44,7 +44,9 @@ class Rule:
         if isinstance(value, ListConfig | DictConfig):
             value = OmegaConf.to_container(value, resolve=True)
         if not self.ok(value):
-            raise DaamlabError(f"{self.key}={value!r} is not valid: it must be {self.want}; e.g. {self.example}")
+            raise DaamlabError(
+                f"{self.key}={value!r} is not valid: it must be {self.want}; e.g. {self.example}"
+            )
 
 
 def whole(lo: int = 0) -> Callable[[Any], bool]:
@@ -70,22 +72,61 @@ RULES = (
     Rule("seed", whole(0), "a whole number >= 0", "seed=1"),
     Rule("optim.lr", number(0, lo_open=True), "a finite number > 0", "optim.lr=1e-4"),
     Rule("optim.weight_decay", number(0), "a finite number >= 0", "optim.weight_decay=0.01"),
-    Rule("optim.plateau_factor", number(0, 1, lo_open=True, hi_open=True), "a number in (0, 1)", "optim.plateau_factor=0.1"),
+    Rule(
+        "optim.plateau_factor",
+        number(0, 1, lo_open=True, hi_open=True),
+        "a number in (0, 1)",
+        "optim.plateau_factor=0.1",
+    ),
     Rule("optim.plateau_patience", whole(0), "a whole number >= 0", "optim.plateau_patience=10"),
     Rule("trainer.max_epochs", whole(1), "a whole number >= 1", "trainer.max_epochs=35"),
     Rule("data.batch_size", whole(1), "a whole number >= 1", "data.batch_size=32"),
-    Rule("data.eval_batch_size", whole(1), "a whole number >= 1, or null", "data.eval_batch_size=256", optional=True),
+    Rule(
+        "data.eval_batch_size",
+        whole(1),
+        "a whole number >= 1, or null",
+        "data.eval_batch_size=256",
+        optional=True,
+    ),
     Rule("data.num_workers", whole(0), "a whole number >= 0", "data.num_workers=0"),
-    Rule("data.fold", whole(1), "a fold number >= 1, or null for the source's own splits", "data.fold=1", optional=True),
+    Rule(
+        "data.fold",
+        whole(1),
+        "a fold number >= 1, or null for the source's own splits",
+        "data.fold=1",
+        optional=True,
+    ),
     Rule("data.dev_fraction", number(0, 1, hi_open=True), "a number in [0, 1)", "data.dev_fraction=0.2"),
     Rule("data.split_seed", whole(0), "a whole number >= 0", "data.split_seed=0"),
-    Rule("data.layers", layer_list, "a list of distinct layer indices >= 0, or null for all", "data.layers=[0,5,11]", optional=True),
-    Rule("data.chunk_seconds", chunk, "0 (whole utterances) or a number of seconds >= 0.1", "data.chunk_seconds=5.0"),
-    Rule("attention.xi_init", number(0, lo_open=True), "a number > 0 (DAAM's scaled variance)", "attention.xi_init=2.0"),
+    Rule(
+        "data.layers",
+        layer_list,
+        "a list of distinct layer indices >= 0, or null for all",
+        "data.layers=[0,5,11]",
+        optional=True,
+    ),
+    Rule(
+        "data.chunk_seconds",
+        chunk,
+        "0 (whole utterances) or a number of seconds >= 0.1",
+        "data.chunk_seconds=5.0",
+    ),
+    Rule(
+        "attention.xi_init",
+        number(0, lo_open=True),
+        "a number > 0 (DAAM's scaled variance)",
+        "attention.xi_init=2.0",
+    ),
     Rule("attention.delta_init", number(), "a finite number", "attention.delta_init=0.0"),
     Rule("attention.dropout", number(0, 1, hi_open=True), "a number in [0, 1)", "attention.dropout=0.1"),
     Rule("cache.part_size", whole(1), "a whole number >= 1", "cache.part_size=256"),
-    Rule("torch_threads", whole(1), "a whole number >= 1, or null for every core", "torch_threads=1", optional=True),
+    Rule(
+        "torch_threads",
+        whole(1),
+        "a whole number >= 1, or null for every core",
+        "torch_threads=1",
+        optional=True,
+    ),
 )
 
 
@@ -99,7 +140,9 @@ def check_accelerator(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "data") is None:
-        raise DaamlabError("no data chosen: give modality=<name> or data=<name> (see configs/modality/, configs/data/)")
+        raise DaamlabError(
+            "no data chosen: give modality=<name> or data=<name> (see configs/modality/, configs/data/)"
+        )
     for rule in RULES:
         rule.check(cfg)
     check_accelerator(cfg)

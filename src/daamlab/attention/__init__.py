@@ -1,8 +1,9 @@
 """Attention heads over stacked layer features: every module maps (B, N, d) -> (B, out_layers, out_dim).
 
 `build_attention(name, num_layers, dim, **cfg)` is the one entry point; the names are the config
-names under configs/attention/. DAAM-family modules also take `return_gates=True` and then return
-`(y, gates)` with gates shaped like x (the Importance Factor's input).
+names under configs/attention/. A module whose class says `gated = True` (the DAAM family) also takes
+`return_gates=True` and then returns `(y, gates)` with gates shaped like x (the Importance Factor's
+input); `is_gated(module)` reads that, so a new gated variant needs only its module and its yaml.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import partial
 from torch import nn
 
 from daamlab.attention.daam import DAAM
-from daamlab.attention.gq_daam import GQDAAM, GroupedQueryAttention
+from daamlab.attention.gq_daam import GQDAAM, GroupedQueryAttention, StandardGQA
 from daamlab.attention.mhsa import MHSA, MHSAPaper
 from daamlab.attention.mixture import DAAMMixture
 from daamlab.attention.pooling import Identity, WeightedSum
@@ -24,6 +25,7 @@ ATTENTION: dict[str, Callable[..., nn.Module]] = {
     "daam_v2": partial(DAAM, num_heads=1),
     "daam_mixture": DAAMMixture,
     "gq_daam": GQDAAM,
+    "gq_daam_std": partial(GQDAAM, standard=True),
     "gaussian": partial(DAAM, learn_density=False),
     "mhsa": MHSA,
     "mhsa_bn": partial(MHSA, batch_norm=True),
@@ -32,7 +34,15 @@ ATTENTION: dict[str, Callable[..., nn.Module]] = {
     "none": Identity,
 }
 
-GATED = {"daam", "daam_v2", "daam_mixture", "gq_daam", "gaussian"}  # these accept return_gates=True
+
+def is_gated(module: nn.Module) -> bool:
+    """Whether a built attention module returns gates (`return_gates=True`): its class says so."""
+    return bool(getattr(module, "gated", False))
+
+
+def gated_names() -> list[str]:
+    """The config names whose modules are gated, read from their classes (for messages and tests)."""
+    return sorted(n for n, f in ATTENTION.items() if getattr(getattr(f, "func", f), "gated", False))
 
 
 def build_attention(name: str, num_layers: int, dim: int, **cfg) -> nn.Module:
@@ -46,7 +56,9 @@ def build_attention(name: str, num_layers: int, dim: int, **cfg) -> nn.Module:
 
 __all__ = [
     "ATTENTION",
-    "GATED",
+    "is_gated",
+    "gated_names",
+    "StandardGQA",
     "DAAM",
     "DAAMMixture",
     "GQDAAM",

@@ -35,6 +35,8 @@ def split_layers(num_layers: int, num_heads: int, what: str) -> int:
 
 
 class DAAM(nn.Module):
+    gated = True  # returns its gates with return_gates=True: the Importance Factor applies
+
     def __init__(
         self,
         *,

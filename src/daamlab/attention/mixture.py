@@ -7,12 +7,21 @@ spread c_k each, shared across features. Statistics run along the layer axis ins
     G_k = exp(-y_k^2 / (2 c_k^2)) / sqrt(2 pi c_k^2)
     mixture = prod_k G_k, normalised to sum to 1 along the group's layers
     out = x * mixture + x            (DensityBlock's residual)
-Despite the name it is a *product* of Gaussians. The normalisation is computed as a softmax of the
-log-product over layers: equal to prod/sum(prod), without underflow, and the 1/sqrt(2 pi c^2)
-factors cancel in it. Parameters: 2 * g * K (64 at g=8, K=4, the paper's Table 3).
+Despite the name it is a *product* of Gaussians. Parameters: 2 * g * K (64 at g=8, K=4, Table 3).
+
+`normalise` chooses how the product becomes weights along the group's layers:
+  "clamp" (default, as released): w = prod / max(sum(prod), 1e-8), the literal product in fp32. Where
+      the product underflows (narrow spreads, outlying layers) the sum falls under 1e-8 and the
+      weights of that group no longer sum to 1: they shrink towards 0 and `out` towards x; where
+      every factor underflows they are exactly 0.
+  "log": w = softmax over layers of log(prod), with the 1/sqrt(2 pi c^2) factors dropped (they
+      cancel). Equal to "clamp" wherever the clamp does not bite (sum >= 1e-8); where it does, it
+      stays a distribution that sums to 1, so the two differ exactly there.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -20,10 +29,17 @@ from torch import nn
 from daamlab.attention.daam import split_layers
 from daamlab.errors import DaamlabError
 
-VAR_EPS = 1e-8  # the released module's eps (its multi-head wrapper never passes a different one)
+VAR_EPS = (
+    1e-8  # the released module's eps, in the variance and the sum's clamp (its wrapper never changes it)
+)
+
+
+NORMALISE = ("clamp", "log")
 
 
 class DAAMMixture(nn.Module):
+    gated = True  # returns its weights with return_gates=True: the Importance Factor applies
+
     def __init__(
         self,
         *,
@@ -32,10 +48,16 @@ class DAAMMixture(nn.Module):
         num_heads: int = 8,
         num_gaussians: int = 4,
         c_init: float | None = None,
+        normalise: str = "clamp",
     ) -> None:
         """c_init=None draws c = exp(randn) as the released code does; a number sets every c to it
-        (the paper's text says the scaled variance starts at 2)."""
+        (the paper's text says the scaled variance starts at 2). normalise: "clamp" | "log" (above)."""
         super().__init__()
+        if normalise not in NORMALISE:
+            raise DaamlabError(
+                f"attention.normalise must be 'clamp' (as released) or 'log', got {normalise!r}"
+            )
+        self.normalise = normalise
         self.layers_per_head = split_layers(num_layers, num_heads, "DAAM mixture")
         if self.layers_per_head < 2:
             raise DaamlabError("DAAM mixture needs >= 2 layers per head (unbiased variance over layers)")
@@ -57,8 +79,13 @@ class DAAMMixture(nn.Module):
         m = self.offsets[None, :, None, None, :]  # (1, g, 1, 1, K)
         c2 = self.c.square()[None, :, None, None, :]
         y = ((xh - mu) / std).unsqueeze(-1) - m / std.unsqueeze(-1)  # (B, g, n, d, K)
-        log_prod = (-y.square() / (2 * c2)).sum(dim=-1)  # (B, g, n, d)
-        w = torch.softmax(log_prod, dim=2)  # normalised over the group's layers
+        if self.normalise == "clamp":  # the released arithmetic: the literal product, sum clamped
+            gauss = torch.exp(-y.square() / (2 * c2)) / torch.sqrt(2 * math.pi * c2)
+            prod = gauss.prod(dim=-1)  # (B, g, n, d); underflows to 0 for outlying layers
+            w = prod / prod.sum(dim=2, keepdim=True).clamp(min=VAR_EPS)
+        else:  # the same weights in log space: a distribution over the group's layers everywhere
+            log_prod = (-y.square() / (2 * c2)).sum(dim=-1)  # (B, g, n, d)
+            w = torch.softmax(log_prod, dim=2)
         return w.reshape(B, N, d)
 
     def forward(self, x: torch.Tensor, return_gates: bool = False):

@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from daamlab.attention import GATED, build_attention
+from daamlab.attention import build_attention, is_gated
 from daamlab.models.decoder import build_decoder
 from daamlab.models.losses import build_loss
 from daamlab.models.projection import LayerProjection, needs_projection
@@ -86,7 +86,7 @@ class Classifier(L.LightningModule):
         # buffers, so a checkpoint (and a resumed run) carries the best so far
         self.register_buffer("best_val_acc", torch.tensor(-1.0))
         self.register_buffer("best_epoch", torch.tensor(-1))
-        self.gated = self.attention_name in GATED
+        self.gated = is_gated(self.attention)  # the module's class says whether it returns gates
         if self.gated:
             self.val_gates = GateMean((num_layers, dim))
             self.register_buffer("best_gates", torch.zeros(num_layers, dim))

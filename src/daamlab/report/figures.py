@@ -62,3 +62,25 @@ def importance_figure(section: Section, row: Row, path: Path) -> Path | None:
     title = f"{section.title}: {row.label} (IF, {len(gates)} run{'s' if len(gates) > 1 else ''})"
     plot_importance(np.mean(gates, axis=0), path, layers, title)
     return path
+
+
+def if_vs_occlusion_figure(
+    title: str, if_layers: np.ndarray, occlusion: np.ndarray, rho: float, path: Path
+) -> Path:
+    """A row's mean IF per layer beside its occlusion NLL increase per layer (means over its runs)."""
+    plt = _pyplot()
+    n = len(if_layers)
+    fig, (ax_if, ax_occ) = plt.subplots(1, 2, figsize=(7, 0.2 * n + 1.8), sharey=True)
+    y = np.arange(n)
+    ax_if.barh(y, if_layers, color="tab:green")
+    ax_if.set_xlim(0, 1)  # the IF's own range
+    ax_if.set_xlabel("mean IF")
+    ax_occ.barh(y, occlusion, color="tab:red")
+    ax_occ.axvline(0, color="grey", linewidth=0.8)
+    ax_occ.set_xlabel("occlusion: validation NLL increase")
+    ax_if.set_ylabel("layer (row of the cached stack)")
+    fig.suptitle(f"{title}: Spearman {rho:+.2f}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

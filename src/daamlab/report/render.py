@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
+
 from daamlab.report.aggregate import TEST_METRICS, Row, Section
 from daamlab.report.collect import Run
 
@@ -73,6 +75,62 @@ def section_markdown(section: Section, figures: dict[str, Path], out_dir: Path) 
     return lines + [""]
 
 
+IF_VS_OCCLUSION_NOTE = (
+    "Per gated run: Spearman's rank correlation between the Importance Factor's per-layer mean "
+    "(gates.npy) and the occlusion importance (layer_importance.npy: the increase in validation NLL "
+    "when one layer's features are replaced by their training mean). Near +1: the IF ranks layers as "
+    "the model uses them; near 0 or negative: it does not. ρ: mean ± std over the row's runs (each "
+    "run's ρ beside it); top 3: layers of the curves averaged over the runs."
+)
+
+
+def _top3(values: np.ndarray, layers: list[int]) -> str:
+    return ", ".join(str(layers[i]) for i in np.argsort(-values, kind="stable")[:3])
+
+
+def if_vs_occlusion_markdown(sections: list[Section], out_dir: Path) -> list[str]:
+    """The IF beside the occlusion importance for every gated run that saved both, with a figure per row."""
+    from daamlab.layer_importance import if_per_layer, spearman
+    from daamlab.report.figures import if_vs_occlusion_figure
+
+    table, figures = [], []
+    for section in sections:
+        for row in section.rows:
+            pairs = [
+                (if_per_layer(np.load(r.gates)), np.load(r.path / "layer_importance.npy"))
+                for r in row.runs
+                if r.status == "complete"
+                and r.gates is not None
+                and (r.path / "layer_importance.npy").is_file()
+            ]
+            pairs = [(a, b) for a, b in pairs if a.shape == b.shape]
+            if not pairs:
+                continue
+            rhos = [spearman(a, b) for a, b in pairs]
+            mean_if, mean_occ = np.mean([a for a, _ in pairs], 0), np.mean([b for _, b in pairs], 0)
+            layers = row.runs[0].layers or list(range(len(mean_if)))
+            rho = f"{np.nanmean(rhos):+.2f}" + (f" ± {np.nanstd(rhos):.2f}" if len(rhos) > 1 else "")
+            each = ", ".join(f"{r:+.2f}" for r in rhos)
+            cells = [section.title, row.label, rho, each, _top3(mean_if, layers), _top3(mean_occ, layers)]
+            table.append("| " + " | ".join(cells) + " |")
+            path = out_dir / f"if_vs_occlusion_{section.slug}_{len(figures)}.png"
+            title = f"{section.title}: {row.label}"
+            figures.append(
+                (title, if_vs_occlusion_figure(title, mean_if, mean_occ, float(np.nanmean(rhos)), path))
+            )
+    if not table:
+        return []
+    lines = ["## Importance Factor vs occlusion", "", IF_VS_OCCLUSION_NOTE, ""]
+    lines += [
+        "| section | variant | Spearman ρ | ρ per run | top 3 by IF | top 3 by occlusion |",
+        "|" + "---|" * 6,
+    ]
+    lines += table
+    for title, path in figures:
+        lines += ["", f"![IF vs occlusion: {title}]({path.relative_to(out_dir)})"]
+    return lines + [""]
+
+
 def report_markdown(
     sections: list[Section],
     runs: list[Run],
@@ -92,6 +150,7 @@ def report_markdown(
     ]
     for section in sections:
         lines += section_markdown(section, figures.get(section.slug, {}), out_dir)
+    lines += if_vs_occlusion_markdown(sections, out_dir)
     bad = [r for r in runs if r.status != "complete"]
     if bad:
         lines += ["## Failed or incomplete runs", ""]
