@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from daamlab.attention import ATTENTION, build_attention, gated_names, is_gated
+from daamlab.attention import build_attention, gated_names, is_gated, variants
 from daamlab.errors import DaamlabError
 from daamlab.models.decoder import DATDecoder, square_map
 
@@ -186,7 +186,7 @@ def test_gq_daam_parameter_count_and_shapes():
 
 def test_gqa_sums_the_query_group_before_one_softmax_per_kv_head():
     """The published reading (tests/test_gq_daam.py checks it at the paper's shapes)."""
-    from daamlab.attention import GroupedQueryAttention
+    from daamlab.attention.gq_daam import GroupedQueryAttention
 
     gqa = GroupedQueryAttention(embed_dim=64, query_heads=8, kv_heads=2)
     x = torch.randn(2, 5, 64)
@@ -227,7 +227,7 @@ def test_weighted_sum_and_identity():
 
 def test_every_variant_maps_to_its_declared_output_shape():
     x = torch.randn(3, 24, 64)
-    for name in ATTENTION:
+    for name in variants():
         m = build_attention(name, 24, 64)
         y = m(x)
         assert y.shape == (3, m.out_layers, m.out_dim), name

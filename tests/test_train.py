@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from omegaconf import open_dict
 
-from daamlab.attention import ATTENTION, gated_names
-from daamlab.build import build
+from daamlab.attention import gated_names, variants
+from daamlab.build import ADAPTERS, build
 from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
 from daamlab.training import train
-from tests.conftest import run_script
+from tests.conftest import ROOT, run_script
 
 SMALL = [
     "data.num_train=400",
@@ -32,7 +32,14 @@ def small_cfg(compose, tmp_path, *overrides):
     return cfg
 
 
-@pytest.mark.parametrize("name", sorted(ATTENTION))
+HEADS = sorted(p.stem for p in (ROOT / "configs" / "attention").glob("*.yaml") if p.stem not in ADAPTERS)
+
+
+def test_every_head_config_has_its_module_and_every_module_its_config():
+    assert HEADS == sorted(variants())
+
+
+@pytest.mark.parametrize("name", HEADS)
 def test_every_attention_config_composes_and_builds(compose, name):
     cfg = compose([f"attention={name}"])
     assert cfg.attention.name == name

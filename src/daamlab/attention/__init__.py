@@ -1,38 +1,36 @@
 """Attention heads over stacked layer features: every module maps (B, N, d) -> (B, out_layers, out_dim).
 
 `build_attention(name, num_layers, dim, **cfg)` is the one entry point; the names are the config
-names under configs/attention/. A module whose class says `gated = True` (the DAAM family) also takes
-`return_gates=True` and then returns `(y, gates)` with gates shaped like x (the Importance Factor's
-input); `is_gated(module)` reads that, so a new gated variant needs only its module and its yaml.
+names under configs/attention/. Each module file of this package declares its variants in a
+`VARIANTS` dict (config name -> (class, fixed arguments)), found here by importing the package's
+modules: a new variant takes its module (or one line in an existing one) and its yaml, nothing else.
+A module whose class says `gated = True` (the DAAM family) also takes `return_gates=True` and then
+returns `(y, gates)` with gates shaped like x (the Importance Factor's input).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+import importlib
+import pkgutil
+from functools import cache
+from typing import Any
 
 from torch import nn
 
-from daamlab.attention.daam import DAAM
-from daamlab.attention.gq_daam import GQDAAM, GroupedQueryAttention, StandardGQA
-from daamlab.attention.mhsa import MHSA, MHSAPaper
-from daamlab.attention.mixture import DAAMMixture
-from daamlab.attention.pooling import Identity, WeightedSum
 from daamlab.errors import DaamlabError
 
-ATTENTION: dict[str, Callable[..., nn.Module]] = {
-    "daam": DAAM,
-    "daam_v2": partial(DAAM, num_heads=1),
-    "daam_mixture": DAAMMixture,
-    "gq_daam": GQDAAM,
-    "gq_daam_std": partial(GQDAAM, standard=True),
-    "gaussian": partial(DAAM, learn_density=False),
-    "mhsa": MHSA,
-    "mhsa_bn": partial(MHSA, batch_norm=True),
-    "mhsa_paper": MHSAPaper,
-    "weighted_sum": WeightedSum,
-    "none": Identity,
-}
+
+@cache
+def variants() -> dict[str, tuple[type[nn.Module], dict[str, Any]]]:
+    """Every module's VARIANTS, by config name."""
+    found: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for name, variant in getattr(module, "VARIANTS", {}).items():
+            if name in found:
+                raise RuntimeError(f"attention variant '{name}' is declared twice ({info.name}.py)")
+            found[name] = variant
+    return found
 
 
 def is_gated(module: nn.Module) -> bool:
@@ -42,30 +40,17 @@ def is_gated(module: nn.Module) -> bool:
 
 def gated_names() -> list[str]:
     """The config names whose modules are gated, read from their classes (for messages and tests)."""
-    return sorted(n for n, f in ATTENTION.items() if getattr(getattr(f, "func", f), "gated", False))
+    return sorted(name for name, (cls, _) in variants().items() if getattr(cls, "gated", False))
 
 
-def build_attention(name: str, num_layers: int, dim: int, **cfg) -> nn.Module:
-    if name not in ATTENTION:
-        raise DaamlabError(f"unknown attention '{name}'; choose one of: {', '.join(sorted(ATTENTION))}")
+def build_attention(name: str, num_layers: int, dim: int, **cfg: Any) -> nn.Module:
+    if name not in variants():
+        raise DaamlabError(f"unknown attention '{name}'; choose one of: {', '.join(sorted(variants()))}")
+    cls, fixed = variants()[name]
     try:
-        return ATTENTION[name](num_layers=num_layers, dim=dim, **cfg)
+        return cls(num_layers=num_layers, dim=dim, **{**fixed, **cfg})
     except TypeError as e:  # a config key the module does not take
         raise DaamlabError(f"attention '{name}': {e}") from None
 
 
-__all__ = [
-    "ATTENTION",
-    "is_gated",
-    "gated_names",
-    "StandardGQA",
-    "DAAM",
-    "DAAMMixture",
-    "GQDAAM",
-    "GroupedQueryAttention",
-    "MHSA",
-    "MHSAPaper",
-    "WeightedSum",
-    "Identity",
-    "build_attention",
-]
+__all__ = ["build_attention", "gated_names", "is_gated", "variants"]

@@ -76,3 +76,11 @@ class DAAM(nn.Module):
             w = self.gates(x)
             y = x * w
         return (y, w) if return_gates else y
+
+
+# config name -> (module, fixed arguments); configs/attention/<name>.yaml sets the rest
+VARIANTS = {
+    "daam": (DAAM, {}),
+    "daam_v2": (DAAM, {"num_heads": 1}),
+    "gaussian": (DAAM, {"learn_density": False}),  # the fixed-Gaussian baseline: delta, xi frozen
+}

@@ -126,3 +126,7 @@ class GQDAAM(nn.Module):
         y, w = self.daam(x, return_gates=True)  # (B, N, d) each
         y = self.gqa(self.proj(y))  # (B, N, embed_dim)
         return (y, w) if return_gates else y
+
+
+# config name -> (module, fixed arguments); configs/attention/<name>.yaml sets the rest
+VARIANTS = {"gq_daam": (GQDAAM, {}), "gq_daam_std": (GQDAAM, {"standard": True})}

@@ -55,3 +55,7 @@ class MHSAPaper(nn.Module):
         # (B, N, d) read as (seq=B, batch=N, d): attention runs across the mini-batch, per layer
         y, _ = self.attn(x, x, x, need_weights=False)
         return self.norm(y)
+
+
+# config name -> (module, fixed arguments); configs/attention/<name>.yaml sets the rest
+VARIANTS = {"mhsa": (MHSA, {}), "mhsa_bn": (MHSA, {"batch_norm": True}), "mhsa_paper": (MHSAPaper, {})}

@@ -92,3 +92,7 @@ class DAAMMixture(nn.Module):
         w = self.gates(x)
         y = x * w + x
         return (y, w) if return_gates else y
+
+
+# config name -> (module, fixed arguments); configs/attention/<name>.yaml sets the rest
+VARIANTS = {"daam_mixture": (DAAMMixture, {})}

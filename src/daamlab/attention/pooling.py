@@ -29,3 +29,7 @@ class Identity(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
+
+
+# config name -> (module, fixed arguments); configs/attention/<name>.yaml sets the rest
+VARIANTS = {"weighted_sum": (WeightedSum, {}), "none": (Identity, {})}
