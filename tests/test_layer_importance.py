@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from daamlab.data import build_datamodule
+from daamlab.build import build
 from daamlab.layer_importance import (
     ARRAY,
     FIGURE,
@@ -18,7 +18,6 @@ from daamlab.layer_importance import (
     save_layer_importance,
     spearman,
 )
-from daamlab.training import build_model
 
 SIGNAL = [4, 7, 10]  # configs/data/toy.yaml: the class lives only in these layers
 
@@ -28,10 +27,8 @@ def fitted(compose, attention: str, epochs: int = 4):
     cfg = compose(["modality=toy", f"attention={attention}", "decoder=linear", "data.batch_size=100"])
     with open_dict(cfg):
         cfg.data.num_train, cfg.data.num_test = 1500, 400
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
     torch.manual_seed(0)
-    model = build_model(cfg, dm)
+    dm, model = build(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(epochs):
         for x, y in dm.train_dataloader():
