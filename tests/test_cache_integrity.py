@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from daamlab.runs import run_cli
 from omegaconf import open_dict
 
+from daamlab.cli import run_cli
 from daamlab.errors import DaamlabError
 from daamlab.features import cached_feature_set, store
 from daamlab.features import extract as extract_module
