@@ -21,10 +21,18 @@ from daamlab.record import RunRecord
 COLUMNS = ("modality", "attention", "runs", "test acc", "test uar", "best val acc", "head params")
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population std (ddof=0): the convention of the paper's σ, the report and this table."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std(ddof=0))
+
+
 def _pm(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} +- {np.std(values):.4f}"  # population std, as the report and the paper
+    return "{:.4f} +- {:.4f}".format(*mean_std(values))
 
 
 def results_table(runs: list[RunRecord]) -> str:

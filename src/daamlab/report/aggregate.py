@@ -13,21 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from daamlab.errors import DaamlabError
 from daamlab.report.collect import Run
+from daamlab.results_table import mean_std
 
 TEST_METRICS = ("acc", "uar", "f1")
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population std (ddof=0)."""
-    if not values:
-        raise ValueError("mean_std of no values")
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=0))
 
 
 @dataclass
