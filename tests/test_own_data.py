@@ -88,7 +88,7 @@ def write_texts(path: Path, kind: str) -> None:
 
 
 def train_cli(compose, out: Path, overrides: list[str]) -> dict:
-    cfg = compose([*overrides, f"paths.cache_dir={out / 'cache'}", *FAST])
+    cfg = compose(["modality=none", *overrides, f"paths.cache_dir={out / 'cache'}", *FAST])  # no toy preset (conftest)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "run")
     run_cli(train, cfg)
@@ -166,6 +166,7 @@ def test_own_source_from_the_docs_trains_from_outside_the_package(tmp_path):
     (tmp_path / "my_sources.py").write_text(code)
     result = run_script(
         "train.py",
+        "modality=none",  # run_script adds the toy preset otherwise (conftest)
         "data=custom",
         f"data.source={tmp_path / 'my_sources.py'}:Tones",
         "data.name=tones",
@@ -275,7 +276,7 @@ BAD = {
 def test_bad_input_is_one_line_exit_2_and_nothing_cached(compose, tmp_path, capsys, case):
     make, message = BAD[case]
     overrides = bad(tmp_path, make)
-    cfg = compose([*overrides, "encoder=tiny_wavlm", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"])
+    cfg = compose(["modality=none", *overrides, "encoder=tiny_wavlm", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"])
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
     with pytest.raises(SystemExit) as exit_info:
