@@ -5,7 +5,6 @@ from outside the package; data=... without a modality keeps no preset of the dem
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from PIL import Image
 from daamlab.attention import auto_heads
 from daamlab.data.sources import build_source
 from daamlab.data.sources.generic import Protocol, Row, assign, fold_of_groups
-from daamlab.errors import DaamlabError
 from daamlab.runs import run_cli
 from daamlab.training import train
 from tests.conftest import ROOT, run_script
@@ -63,7 +61,10 @@ def write_image_folder(root: Path) -> None:
     lines = ["file_name,label,split"]
     rng = np.random.default_rng(0)
     for i in range(16):
-        label, split = ("cat", "dog")[i % 2], ("train", "train", "test", "validation")[i % 4] if i >= 4 else "train"
+        label, split = (
+            ("cat", "dog")[i % 2],
+            ("train", "train", "test", "validation")[i % 4] if i >= 4 else "train",
+        )
         w, h = sizes[i % 4]
         pixels = (rng.random((h, w, 3)) * 80 + (160 if label == "cat" else 0)).astype(np.uint8)
         image = Image.fromarray(pixels).convert(modes[i % 4])
@@ -82,13 +83,17 @@ def write_texts(path: Path, kind: str) -> None:
         records.append({"text": f"{words[label]} {i}", "label": label, "author": f"a{i % 5}"})
     records.append({"text": "   ", "label": "tech", "author": "a0"})  # empty: skipped
     if kind == "csv":
-        path.write_text("text,label,author\n" + "".join(f"{r['text']},{r['label']},{r['author']}\n" for r in records))
+        path.write_text(
+            "text,label,author\n" + "".join(f"{r['text']},{r['label']},{r['author']}\n" for r in records)
+        )
     else:
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def train_cli(compose, out: Path, overrides: list[str]) -> dict:
-    cfg = compose(["modality=none", *overrides, f"paths.cache_dir={out / 'cache'}", *FAST])  # no toy preset (conftest)
+    cfg = compose(
+        ["modality=none", *overrides, f"paths.cache_dir={out / 'cache'}", *FAST]
+    )  # no toy preset (conftest)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "run")
     run_cli(train, cfg)
@@ -105,12 +110,18 @@ def cache_manifest(out: Path) -> dict:
 
 def test_audio_folder_trains_with_mixed_rates_channels_and_formats(compose, tmp_path, one_thread):
     expect = write_audio_folder(tmp_path / "birdsong")
-    metrics = train_cli(compose, tmp_path, ["data=audio_folder", f"data.root={tmp_path / 'birdsong'}", "encoder=tiny_wavlm"])
+    metrics = train_cli(
+        compose, tmp_path, ["data=audio_folder", f"data.root={tmp_path / 'birdsong'}", "encoder=tiny_wavlm"]
+    )
     assert metrics["status"] == "complete"
-    assert metrics["data"] == metrics["modality"] == "birdsong"  # named after the user's folder, not speech_demo
+    assert (
+        metrics["data"] == metrics["modality"] == "birdsong"
+    )  # named after the user's folder, not speech_demo
     skipped = expect["hidden"] + expect["unreadable"] + expect["outside"]
     assert metrics["data_info"]["skipped"] == skipped
-    reasons = Counter(entry["reason"].split(" (")[0] for entry in cache_manifest(tmp_path)["skipped"]["items"])
+    reasons = Counter(
+        entry["reason"].split(" (")[0] for entry in cache_manifest(tmp_path)["skipped"]["items"]
+    )
     assert reasons == {"hidden file": 2, "unreadable audio": 1, "not inside a class folder": 1}
     total = sum(s["rows"] for s in (metrics["splits"]["train"], metrics["splits"]["test"]))
     assert total == expect["rows"]  # every readable file, each shorter than one 5 s chunk
@@ -119,9 +130,15 @@ def test_audio_folder_trains_with_mixed_rates_channels_and_formats(compose, tmp_
 
 def test_image_folder_metadata_with_mixed_sizes_and_splits(compose, tmp_path, one_thread):
     write_image_folder(tmp_path / "pets")
-    metrics = train_cli(compose, tmp_path, ["data=image_folder", f"data.root={tmp_path / 'pets'}", "encoder=tiny_beit"])
+    metrics = train_cli(
+        compose, tmp_path, ["data=image_folder", f"data.root={tmp_path / 'pets'}", "encoder=tiny_beit"]
+    )
     assert metrics["data"] == "pets" and metrics["data_info"]["skipped"] == 1  # the missing listed file
-    assert (metrics["splits"]["train"]["rows"], metrics["splits"]["val"]["rows"], metrics["splits"]["test"]["rows"]) == (
+    assert (
+        metrics["splits"]["train"]["rows"],
+        metrics["splits"]["val"]["rows"],
+        metrics["splits"]["test"]["rows"],
+    ) == (
         10,
         3,
         3,
@@ -134,7 +151,9 @@ def test_text_table_csv_and_jsonl_with_group_folds(compose, tmp_path, one_thread
     table = tmp_path / f"reviews.{kind}"
     write_texts(table, kind)
     overrides = ["data=text_table", f"data.path={table}", "encoder=tiny_llama"]
-    metrics = train_cli(compose, tmp_path, [*overrides, "data.group_column=author", "data.num_folds=5", "data.fold=2"])
+    metrics = train_cli(
+        compose, tmp_path, [*overrides, "data.group_column=author", "data.num_folds=5", "data.fold=2"]
+    )
     assert metrics["data"] == "reviews" and metrics["data_info"]["skipped"] == 1  # the empty text
     assert metrics["splits"]["test"]["groups"] == ["fold2"]
     assert metrics["splits"]["test"]["rows"] == 4 and metrics["splits"]["train"]["rows"] == 16
@@ -145,23 +164,34 @@ def test_local_hf_dataset_with_one_split_gets_a_stratified_split(compose, tmp_pa
 
     texts = [f"{'up high' if i % 2 else 'down low'} {i}" for i in range(20)]
     labels = [i % 2 for i in range(20)]
-    features = datasets.Features({"sentence": datasets.Value("string"), "y": datasets.ClassLabel(names=["down", "up"])})
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"sentence": texts, "y": labels}, features=features)}).save_to_disk(
-        str(tmp_path / "moods")
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "y": datasets.ClassLabel(names=["down", "up"])}
     )
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict({"sentence": texts, "y": labels}, features=features)}
+    ).save_to_disk(str(tmp_path / "moods"))
     metrics = train_cli(
         compose,
         tmp_path,
-        ["data=hf_dataset", f"data.dataset={tmp_path / 'moods'}", "data.input_column=sentence", "data.label_column=y", "encoder=tiny_llama"],
+        [
+            "data=hf_dataset",
+            f"data.dataset={tmp_path / 'moods'}",
+            "data.input_column=sentence",
+            "data.label_column=y",
+            "encoder=tiny_llama",
+        ],
     )
     assert metrics["data"] == "moods"
-    assert metrics["splits"]["test"]["classes"] == {"down": 2, "up": 2}  # ClassLabel names; 0.2 of 10 per class
+    assert metrics["splits"]["test"]["classes"] == {
+        "down": 2,
+        "up": 2,
+    }  # ClassLabel names; 0.2 of 10 per class
 
 
 def test_own_source_from_the_docs_trains_from_outside_the_package(tmp_path):
-    """The docs' example, as written there, from a file outside the package."""
-    text = (ROOT / "docs" / "own-data.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    """The docs' example, as written there (docs/my_sources.py is the page's code block), from outside the package."""
+    code = (ROOT / "docs" / "my_sources.py").read_text()
+    assert f"```python\n{code}```" in (ROOT / "docs" / "own-data.md").read_text()
     assert len(code.splitlines()) <= 25
     (tmp_path / "my_sources.py").write_text(code)
     result = run_script(
@@ -186,7 +216,10 @@ def test_own_source_from_the_docs_trains_from_outside_the_package(tmp_path):
 
 
 def rows_of(groups: list[str], labels: list[str]) -> list[Row]:
-    return [Row(id=f"r{i}", label=lab, ref=None, group=g) for i, (g, lab) in enumerate(zip(groups, labels, strict=True))]
+    return [
+        Row(id=f"r{i}", label=lab, ref=None, group=g)
+        for i, (g, lab) in enumerate(zip(groups, labels, strict=True))
+    ]
 
 
 def protocol(**kw) -> Protocol:
@@ -225,8 +258,14 @@ def test_labels_are_stripped_merged_and_selected_with_drops_counted():
 
 def test_mixed_number_and_string_labels_are_read_as_strings(tmp_path):
     table = tmp_path / "t.jsonl"
-    table.write_text("".join(json.dumps({"text": f"t {i}", "label": [1, "1", "two", 2.5][i % 4]}) + "\n" for i in range(16)))
-    source = build_source(OmegaConf.create({"name": "t", "source": "text_table", "path": str(table), "test_fraction": 0.25}))
+    table.write_text(
+        "".join(
+            json.dumps({"text": f"t {i}", "label": [1, "1", "two", 2.5][i % 4]}) + "\n" for i in range(16)
+        )
+    )
+    source = build_source(
+        OmegaConf.create({"name": "t", "source": "text_table", "path": str(table), "test_fraction": 0.25})
+    )
     assert source.class_names == ["1", "2.5", "two"]  # 1 and "1" are the same class
 
 
@@ -247,26 +286,47 @@ BAD = {
     "missing root": (lambda r: ["data=audio_folder", f"data.root={r / 'nope'}"], "is not a folder"),
     "empty root": (lambda r: ["data=audio_folder", f"data.root={r}"], "is empty"),
     "missing columns": (
-        lambda r: (r / "t.csv").write_text("body,tag\nx,a\ny,b\n") and ["data=text_table", f"data.path={r / 't.csv'}"],
+        lambda r: (
+            (r / "t.csv").write_text("body,tag\nx,a\ny,b\n")
+            and ["data=text_table", f"data.path={r / 't.csv'}"]
+        ),
         "columns found: body, tag",
     ),
     "fewer groups than folds": (
-        lambda r: (r / "t.csv").write_text("text,label,g\n" + "".join(f"x{i},{'ab'[i % 2]},{i % 3}\n" for i in range(12)))
-        and ["data=text_table", f"data.path={r / 't.csv'}", "data.group_column=g", "data.num_folds=5", "data.fold=1"],
+        lambda r: (
+            (r / "t.csv").write_text(
+                "text,label,g\n" + "".join(f"x{i},{'ab'[i % 2]},{i % 3}\n" for i in range(12))
+            )
+            and [
+                "data=text_table",
+                f"data.path={r / 't.csv'}",
+                "data.group_column=g",
+                "data.num_folds=5",
+                "data.fold=1",
+            ]
+        ),
         "3 distinct 'g' groups, fewer than data.num_folds=5",
     ),
     "too few for a stratified split": (
-        lambda r: (r / "t.csv").write_text("text,label\n" + "".join(f"x{i},a\n" for i in range(5)) + "y,b\n")
-        and ["data=text_table", f"data.path={r / 't.csv'}"],
+        lambda r: (
+            (r / "t.csv").write_text("text,label\n" + "".join(f"x{i},a\n" for i in range(5)) + "y,b\n")
+            and ["data=text_table", f"data.path={r / 't.csv'}"]
+        ),
         "class 'b' has 1 item",
     ),
     "one class": (
-        lambda r: (r / "t.csv").write_text("text,label\nx,a\ny,a\n") and ["data=text_table", f"data.path={r / 't.csv'}"],
+        lambda r: (
+            (r / "t.csv").write_text("text,label\nx,a\ny,a\n")
+            and ["data=text_table", f"data.path={r / 't.csv'}"]
+        ),
         "only the class 'a'",
     ),
     "duplicate file_name": (
-        lambda r: (r / "a.wav").write_bytes(b"x") and (r / "metadata.csv").write_text("file_name,label\na.wav,x\na.wav,y\n")
-        and ["data=audio_folder", f"data.root={r}"],
+        lambda r: (
+            (r / "a.wav").write_bytes(b"x")
+            and (r / "metadata.csv").write_text("file_name,label\na.wav,x\na.wav,y\n")
+            and ["data=audio_folder", f"data.root={r}"]
+        ),
         "more than once",
     ),
 }
@@ -276,7 +336,15 @@ BAD = {
 def test_bad_input_is_one_line_exit_2_and_nothing_cached(compose, tmp_path, capsys, case):
     make, message = BAD[case]
     overrides = bad(tmp_path, make)
-    cfg = compose(["modality=none", *overrides, "encoder=tiny_wavlm", f"paths.cache_dir={tmp_path / 'cache'}", "logger=none"])
+    cfg = compose(
+        [
+            "modality=none",
+            *overrides,
+            "encoder=tiny_wavlm",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+            "logger=none",
+        ]
+    )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
     with pytest.raises(SystemExit) as exit_info:
@@ -292,13 +360,32 @@ def test_bad_input_is_one_line_exit_2_and_nothing_cached(compose, tmp_path, caps
 
 def test_choosing_data_drops_the_demo_preset_and_the_default_stays_the_demo(compose):
     default = compose(["modality=none"])
-    assert (default.modality_name, default.encoder.name, default.loss.name) == ("speech_demo", "whisper_base", "focal")
+    assert (default.modality_name, default.encoder.name, default.loss.name) == (
+        "speech_demo",
+        "whisper_base",
+        "focal",
+    )
     own = compose(["modality=none", "data=audio_folder", "data.root=/data/birds"])
-    assert (own.modality_name, own.data.name, own.encoder.name, own.loss.name) == ("birds", "birds", "whisper_base", "ce")
-    assert own.attention.num_heads == "auto" and own.get("dat_channels") is None and own.get("torch_threads") is None
+    assert (own.modality_name, own.data.name, own.encoder.name, own.loss.name) == (
+        "birds",
+        "birds",
+        "whisper_base",
+        "ce",
+    )
+    assert (
+        own.attention.num_heads == "auto"
+        and own.get("dat_channels") is None
+        and own.get("torch_threads") is None
+    )
     assert own.trainer.max_epochs == 35
-    hf = compose(["modality=none", "data=image_folder", "encoder=hf", "encoder.model=google/vit-base-patch16-224"])
-    assert (hf.encoder.name, hf.encoder.type, hf.encoder.resize) == ("vit-base-patch16-224", "hf", "center_crop")
+    hf = compose(
+        ["modality=none", "data=image_folder", "encoder=hf", "encoder.model=google/vit-base-patch16-224"]
+    )
+    assert (hf.encoder.name, hf.encoder.type, hf.encoder.resize) == (
+        "vit-base-patch16-224",
+        "hf",
+        "center_crop",
+    )
 
 
 def test_efficientnet_takes_mixed_sizes_and_centre_crops(compose):

@@ -113,5 +113,11 @@ def build(cfg: DictConfig) -> EfficientNetLiteEncoder:
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), strict=True)
     device = torch.device(resolve_device(cfg.device))
     return EfficientNetLiteEncoder(
-        cfg.model, model, cfg.sha256, cfg.image_size, device, cfg.batch_size, resize=cfg.get("resize", "squash")
+        cfg.model,
+        model,
+        cfg.sha256,
+        cfg.image_size,
+        device,
+        cfg.batch_size,
+        resize=cfg.get("resize", "squash"),
     )

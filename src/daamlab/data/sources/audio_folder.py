@@ -20,7 +20,15 @@ import soundfile as sf
 from omegaconf import DictConfig
 
 from daamlab.data.sources.base import chunk_wave, count_chunks, waveform_16k
-from daamlab.data.sources.generic import GenericSource, Protocol, Row, assign, check_root, file_stamp, list_folder
+from daamlab.data.sources.generic import (
+    GenericSource,
+    Protocol,
+    Row,
+    assign,
+    check_root,
+    file_stamp,
+    list_folder,
+)
 from daamlab.errors import DaamlabError
 
 log = logging.getLogger(__name__)
@@ -67,7 +75,11 @@ class AudioReader:
 
     def report(self, name: str) -> None:
         if self.converted:
-            log.info("%s: converted to 16 kHz mono: %s", name, ", ".join(f"{k}: {n}" for k, n in sorted(self.converted.items())))
+            log.info(
+                "%s: converted to 16 kHz mono: %s",
+                name,
+                ", ".join(f"{k}: {n}" for k, n in sorted(self.converted.items())),
+            )
 
 
 def chunk_seconds_of(cfg: DictConfig) -> float:

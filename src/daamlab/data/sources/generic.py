@@ -78,7 +78,9 @@ class Protocol:
             raise DaamlabError(f"data.label_map must be a mapping like {{exc: hap}}, got {label_map!r}")
         label_map = {str(k).strip(): str(v).strip() for k, v in label_map.items()}
         num_folds = cfg.get("num_folds")
-        if num_folds is not None and (isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 2):
+        if num_folds is not None and (
+            isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 2
+        ):
             raise DaamlabError(f"data.num_folds={num_folds!r} must be a whole number >= 2, or null")
         if num_folds is not None and not cfg.get("group_column"):
             raise DaamlabError(
@@ -219,9 +221,11 @@ def _folds(
     for row in grouped:
         row.split, row.group = "all", names[fold[row.group]]
     per_fold = Counter(row.group for row in grouped)
-    how = f"{k} folds by '{protocol.group_column}' ({len(sizes)} groups; items per fold: " + ", ".join(
-        f"{n} {per_fold[n]}" for n in names
-    ) + ")"
+    how = (
+        f"{k} folds by '{protocol.group_column}' ({len(sizes)} groups; items per fold: "
+        + ", ".join(f"{n} {per_fold[n]}" for n in names)
+        + ")"
+    )
     return {"all": grouped}, how
 
 
@@ -345,7 +349,11 @@ def report_skips(name: str, skipped: Sequence[tuple[str, str]]) -> None:
         return
     reasons = Counter(reason for _, reason in skipped)
     shown = "; ".join(f"{item} ({reason})" for item, reason in skipped[:SHOWN_SKIPS])
-    more = f"; and {len(skipped) - SHOWN_SKIPS} more (all listed in the cache manifest)" if len(skipped) > SHOWN_SKIPS else ""
+    more = (
+        f"; and {len(skipped) - SHOWN_SKIPS} more (all listed in the cache manifest)"
+        if len(skipped) > SHOWN_SKIPS
+        else ""
+    )
     log.warning(
         "%s: skipped %d row(s) [%s]: %s%s",
         name,
@@ -375,9 +383,7 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str | None]]]:
             with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: spreadsheets write a BOM
                 reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
                 columns = [c.strip() for c in reader.fieldnames or []]
-                rows = [
-                    {c.strip(): cell(v) for c, v in record.items() if c is not None} for record in reader
-                ]
+                rows = [{c.strip(): cell(v) for c, v in record.items() if c is not None} for record in reader]
         elif suffix == ".jsonl":
             rows, columns = [], []
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -385,7 +391,9 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str | None]]]:
                     continue
                 record = json.loads(line)
                 if not isinstance(record, dict):
-                    raise DaamlabError(f"{path}:{number} is not a JSON object; JSONL needs one object per line")
+                    raise DaamlabError(
+                        f"{path}:{number} is not a JSON object; JSONL needs one object per line"
+                    )
                 for key in record:
                     if key not in columns:
                         columns.append(key)
@@ -397,10 +405,14 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str | None]]]:
             columns = list(table.column_names)
             rows = [{k: cell(v) for k, v in record.items()} for record in table.to_pylist()]
         else:
-            raise DaamlabError(f"{path}: a table must be .csv, .tsv, .jsonl or .parquet, not '{suffix or path.name}'")
+            raise DaamlabError(
+                f"{path}: a table must be .csv, .tsv, .jsonl or .parquet, not '{suffix or path.name}'"
+            )
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, OSError) as e:
         if isinstance(e, OSError) and not path.is_file():
-            raise DaamlabError(f"data.path={path} does not exist: point it at a .csv, .tsv, .jsonl or .parquet file") from None
+            raise DaamlabError(
+                f"data.path={path} does not exist: point it at a .csv, .tsv, .jsonl or .parquet file"
+            ) from None
         raise DaamlabError(f"{path} could not be read as {suffix[1:]} ({str(e).splitlines()[0]})") from None
     return columns, rows
 
@@ -427,7 +439,9 @@ def is_hidden(relative: Path) -> bool:
 
 def check_root(value: Any, what: str) -> Path:
     if not value:
-        raise DaamlabError(f"data.root is not set: point it at your {what} folder (data.root=/path/to/folder)")
+        raise DaamlabError(
+            f"data.root is not set: point it at your {what} folder (data.root=/path/to/folder)"
+        )
     root = Path(str(value)).expanduser()
     if not root.is_dir():
         raise DaamlabError(f"data.root={root} is not a folder: point it at your {what} folder")
@@ -454,7 +468,9 @@ def _list_metadata(root: Path, table: Path, cfg: DictConfig) -> tuple[list[Row],
     label_column, split_column = cfg.get("label_column", "label"), cfg.get("split_column")
     group_column = cfg.get("group_column")
     require_columns(
-        columns, {"file_name": "file_name", "data.label_column": label_column, "data.group_column": group_column}, str(table)
+        columns,
+        {"file_name": "file_name", "data.label_column": label_column, "data.group_column": group_column},
+        str(table),
     )
     if split_column and split_column not in columns:
         log.info("%s has no '%s' column: the data has no splits of its own", table, split_column)

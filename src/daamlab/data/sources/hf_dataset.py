@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from daamlab.data.sources._hub import _first_line
 from daamlab.data.sources.audio_folder import AudioReader, chunk_seconds_of
@@ -41,9 +41,17 @@ def load(cfg: DictConfig):
         if (local / "dataset_dict.json").is_file() or (local / "dataset_info.json").is_file():
             dataset = datasets.load_from_disk(str(local))
         elif local.is_file():
-            builder = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(local.suffix.lower())
+            builder = {
+                ".csv": "csv",
+                ".tsv": "csv",
+                ".jsonl": "json",
+                ".json": "json",
+                ".parquet": "parquet",
+            }.get(local.suffix.lower())
             if builder is None:
-                raise DaamlabError(f"data.dataset={local}: a file must be .csv, .tsv, .jsonl, .json or .parquet")
+                raise DaamlabError(
+                    f"data.dataset={local}: a file must be .csv, .tsv, .jsonl, .json or .parquet"
+                )
             extra = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
             dataset = datasets.load_dataset(builder, data_files=str(local), **extra)
         else:
@@ -51,7 +59,11 @@ def load(cfg: DictConfig):
     except DaamlabError:
         raise
     except (OSError, ValueError, FileNotFoundError) as e:
-        offline = " (HF_HUB_OFFLINE=1: only datasets already in the HF cache can be loaded)" if not local.exists() else ""
+        offline = (
+            " (HF_HUB_OFFLINE=1: only datasets already in the HF cache can be loaded)"
+            if not local.exists()
+            else ""
+        )
         raise DaamlabError(f"data.dataset={name} could not be loaded{offline}: {_first_line(e)}") from None
     if isinstance(dataset, datasets.Dataset):
         dataset = datasets.DatasetDict({"train": dataset})
@@ -89,7 +101,9 @@ class HFReader:
         if self.kind == "audio":
             if not isinstance(value, dict) or not (value.get("bytes") or value.get("path")):
                 return None, "no audio data"
-            wave, reason = self.audio.decode(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+            wave, reason = self.audio.decode(
+                io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]
+            )
             if wave is None:
                 return None, reason
             return self.audio.chunk(wave), None
@@ -116,7 +130,11 @@ def build(cfg: DictConfig) -> GenericSource:
     first = next(iter(dataset.values()))
     require_columns(
         first.column_names,
-        {"data.input_column": input_column, "data.label_column": label_column, "data.group_column": group_column},
+        {
+            "data.input_column": input_column,
+            "data.label_column": label_column,
+            "data.group_column": group_column,
+        },
         where,
     )
     kind = cfg.get("kind") or detect_kind(first.features[input_column], input_column, where)

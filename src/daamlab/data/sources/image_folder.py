@@ -16,7 +16,15 @@ from omegaconf import DictConfig
 from PIL import Image, ImageOps
 
 from daamlab.data.sources.cifar100 import ImageDecoder
-from daamlab.data.sources.generic import GenericSource, Protocol, Row, assign, check_root, file_stamp, list_folder
+from daamlab.data.sources.generic import (
+    GenericSource,
+    Protocol,
+    Row,
+    assign,
+    check_root,
+    file_stamp,
+    list_folder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,11 @@ class ImageFolderSource(GenericSource):
         yield from super().items(split)
         converted = self.reader.decode.converted
         if converted:
-            log.info("%s: converted to RGB: %s", self.name, ", ".join(f"{m} {n}" for m, n in sorted(converted.items())))
+            log.info(
+                "%s: converted to RGB: %s",
+                self.name,
+                ", ".join(f"{m} {n}" for m, n in sorted(converted.items())),
+            )
 
 
 def build(cfg: DictConfig) -> ImageFolderSource:

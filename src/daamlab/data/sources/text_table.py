@@ -25,10 +25,14 @@ def read_text(row: Row) -> tuple[list[str] | None, str | None]:
 def build(cfg: DictConfig) -> GenericSource:
     """`cfg` is the `data` node (configs/data/text_table.yaml)."""
     if not cfg.get("path"):
-        raise DaamlabError("data.path is not set: point it at your table (a .csv, .tsv, .jsonl or .parquet file)")
+        raise DaamlabError(
+            "data.path is not set: point it at your table (a .csv, .tsv, .jsonl or .parquet file)"
+        )
     path = Path(str(cfg.path)).expanduser()
     if not path.is_file():
-        raise DaamlabError(f"data.path={path} is not a file: point it at a .csv, .tsv, .jsonl or .parquet table")
+        raise DaamlabError(
+            f"data.path={path} is not a file: point it at a .csv, .tsv, .jsonl or .parquet table"
+        )
     columns, records = read_table(path)
     if not records:
         raise DaamlabError(f"data.path={path} holds no rows")
@@ -36,7 +40,11 @@ def build(cfg: DictConfig) -> GenericSource:
     split_column, group_column = cfg.get("split_column"), cfg.get("group_column")
     require_columns(
         columns,
-        {"data.text_column": text_column, "data.label_column": label_column, "data.group_column": group_column},
+        {
+            "data.text_column": text_column,
+            "data.label_column": label_column,
+            "data.group_column": group_column,
+        },
         f"data.path={path}",
     )
     if split_column not in columns:
