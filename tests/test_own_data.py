@@ -401,3 +401,9 @@ def test_efficientnet_takes_mixed_sizes_and_centre_crops(compose):
     assert centre.shape == (1, 3, 32, 32) and centre.mean() > 0.9  # nearly all white
     encoder.resize = "squash"
     assert encoder.pixels([Image.fromarray(stripes)]).mean() < 0
+
+
+def test_extract_takes_the_same_data_configs(compose):
+    cfg = compose(["data=audio_folder", "data.root=/data/birds"], config_name="extract")
+    assert (cfg.data.name, cfg.encoder.name) == ("birds", "whisper_base")
+    assert compose(["data=text_table", "encoder=tiny_llama"], config_name="extract").encoder.name == "tiny_llama"

@@ -46,7 +46,7 @@ class ImageFolderSource(GenericSource):
         converted = self.reader.decode.converted
         if converted:
             log.info(
-                "%s: converted to RGB: %s",
+                "%s: converted to RGB so far: %s",
                 self.name,
                 ", ".join(f"{m} {n}" for m, n in sorted(converted.items())),
             )
