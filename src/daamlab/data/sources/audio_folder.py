@@ -76,7 +76,7 @@ class AudioReader:
     def report(self, name: str) -> None:
         if self.converted:
             log.info(
-                "%s: converted to 16 kHz mono: %s",
+                "%s: converted to 16 kHz mono so far: %s",
                 name,
                 ", ".join(f"{k}: {n}" for k, n in sorted(self.converted.items())),
             )
