@@ -406,4 +406,55 @@ def test_efficientnet_takes_mixed_sizes_and_centre_crops(compose):
 def test_extract_takes_the_same_data_configs(compose):
     cfg = compose(["data=audio_folder", "data.root=/data/birds"], config_name="extract")
     assert (cfg.data.name, cfg.encoder.name) == ("birds", "whisper_base")
-    assert compose(["data=text_table", "encoder=tiny_llama"], config_name="extract").encoder.name == "tiny_llama"
+    assert (
+        compose(["data=text_table", "encoder=tiny_llama"], config_name="extract").encoder.name == "tiny_llama"
+    )
+
+
+def test_split_folders_with_a_validation_split_and_hidden_files(tmp_path):
+    for split, n in (("train", 4), ("val", 2), ("test", 2)):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (10 + i, 20), "white").save(tmp_path / split / label / f"{i}.png")
+    (tmp_path / "train" / "a" / "._0.png").write_bytes(b"AppleDouble")
+    (tmp_path / "test" / "notes.txt").write_text("not in a class folder")
+    cfg = OmegaConf.create({"name": "x", "source": "image_folder", "root": str(tmp_path)})
+    source = build_source(cfg)
+    assert source.splits() == ["train", "validation", "test"]  # val -> validation
+    counts = {split: len(list(source.items(split))) for split in source.splits()}
+    assert counts == {"train": 8, "validation": 4, "test": 4}
+    assert sorted(reason for _, reason in source.skipped) == ["hidden file", "not inside a class folder"]
+
+
+def test_hf_dataset_image_and_audio_columns_are_detected_and_decoded(tmp_path):
+    import datasets
+
+    images = [Image.new("L" if i % 2 else "RGB", (8 + 3 * i, 12), "gray") for i in range(8)]
+    ds = datasets.Dataset.from_dict(
+        {"picture": images, "kind": ["x", "y"] * 4},
+        features=datasets.Features({"picture": datasets.Image(), "kind": datasets.Value("string")}),
+    )
+    ds.save_to_disk(str(tmp_path / "pics"))
+    cfg = {"name": "p", "source": "hf_dataset", "input_column": "picture", "label_column": "kind"}
+    source = build_source(OmegaConf.create({**cfg, "dataset": str(tmp_path / "pics"), "test_fraction": 0.25}))
+    assert source.kind == "image"
+    items = list(source.items("train"))
+    assert len(items) == 6 and all(item.input.mode == "RGB" for item in items)
+
+    paths = []
+    for i, rate in enumerate((8000, 16000, 44100, 22050)):
+        paths.append(str(tmp_path / f"{i}.flac"))
+        sf.write(paths[-1], tone(1.2, rate, 440, channels=1 + i % 2), rate)
+    audio = datasets.Dataset.from_dict({"clip": paths, "label": ["lo", "hi", "lo", "hi"]}).cast_column(
+        "clip", datasets.Audio()
+    )
+    audio.save_to_disk(str(tmp_path / "sounds"))
+    sounds = {"dataset": str(tmp_path / "sounds"), "input_column": "clip", "label_column": "label"}
+    source = build_source(OmegaConf.create({**cfg, **sounds, "test_fraction": 0.5, "chunk_seconds": 0.5}))
+    assert source.kind == "audio"
+    chunks = [item.input for split in source.splits() for item in source.items(split)]
+    assert len(chunks) == 4 * 3 and {len(c) for c in chunks} == {
+        8000,
+        3200,
+    }  # 1.2 s: 0.5 + 0.5 + 0.2 at 16 kHz
