@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def demo_data_config(name: str, **overrides):
     cfg = OmegaConf.load(ROOT / "configs" / "data" / f"{name}.yaml")
+    if "data" in cfg:  # a data config with run defaults of its own (`@package _global_`): its data node
+        cfg = cfg.data
     return OmegaConf.merge(cfg, overrides)
 
 

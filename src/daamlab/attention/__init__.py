@@ -43,14 +43,26 @@ def gated_names() -> list[str]:
     return sorted(name for name, (cls, _) in variants().items() if getattr(cls, "gated", False))
 
 
+def auto_heads(num_layers: int, most: int = 8, per_head: int = 3) -> int:
+    """The most layer groups (<= `most`, the paper's 8) that divide the layers with >= `per_head` layers
+    each (the paper's 3: with 1 or 2 the per-group z-scores cannot tell layers apart); else 1.
+    24 layers -> 8, 16 -> 4, 6 -> 2, 40 -> 8, 4 -> 1."""
+    for heads in range(min(most, num_layers), 0, -1):
+        if num_layers % heads == 0 and num_layers // heads >= per_head:
+            return heads
+    return 1
+
+
 def build_attention(name: str, num_layers: int, dim: int, **cfg: Any) -> nn.Module:
     if name not in variants():
         raise DaamlabError(f"unknown attention '{name}'; choose one of: {', '.join(sorted(variants()))}")
     cls, fixed = variants()[name]
+    if cfg.get("num_heads") == "auto":  # the layer count is known only once the features are (any encoder)
+        cfg = {**cfg, "num_heads": auto_heads(num_layers)}
     try:
         return cls(num_layers=num_layers, dim=dim, **{**fixed, **cfg})
     except TypeError as e:  # a config key the module does not take
         raise DaamlabError(f"attention '{name}': {e}") from None
 
 
-__all__ = ["build_attention", "gated_names", "is_gated", "variants"]
+__all__ = ["auto_heads", "build_attention", "gated_names", "is_gated", "variants"]

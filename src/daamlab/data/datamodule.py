@@ -6,6 +6,8 @@ Protocols (every one a config key):
   train = every other group. Groups default to the sorted distinct groups of the data.
 - `layers: null` uses every cached layer; a list of layer indices (0-based, along the cache's layer
   axis) trains on those layers only (the Importance Factor ablation, experiment=paper_layer_ablation).
+- a `validation` split of the data's own (generic sources: a split folder or column) is the
+  validation set when `fold` is null and `dev_fraction` is 0.
 - `dev_fraction: 0` validates on the test rows, as the paper does (its reported number is the best
   validation accuracy, i.e. selected on the test split). `dev_fraction > 0` holds out that share of
   the training *items* (by id, so chunks of one utterance stay together) as an honest dev split.
@@ -115,16 +117,21 @@ class FeatureDataModule(L.LightningDataModule):
         self._check_layers()
         (train, train_rows), (test, test_rows) = self._train_test(self.data)
         train_rows, val_rows = self._dev_split(train, train_rows)
+        given = self.data.splits.get("validation") if self.fold is None and val_rows is None else None
+        if given is not None:  # the data's own validation split (a generic source's split folder/column)
+            log.info("%s: validating on its own validation split", self.data.name)
+            val_rows = np.arange(len(given))
+        val = given if given is not None else train
         self.train_set = self._dataset(train, train_rows, train=True)
         if val_rows is not None:
-            self.val_set = self._dataset(train, val_rows)
+            self.val_set = self._dataset(val, val_rows)
         else:
             self.val_set = self._dataset(test, test_rows)
         self.test_set = self._dataset(test, test_rows)
         self.split_summary = {
             "train": summarize(train, train_rows, self.data.class_names),
             "val": summarize(
-                *((train, val_rows) if val_rows is not None else (test, test_rows)), self.data.class_names
+                *((val, val_rows) if val_rows is not None else (test, test_rows)), self.data.class_names
             ),
             "test": summarize(test, test_rows, self.data.class_names),
         }

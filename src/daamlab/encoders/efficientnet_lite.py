@@ -7,7 +7,10 @@ is pinned and it is read with `torch.load(weights_only=True)` (no arbitrary pick
 A layer is a block's output, globally average-pooled: (C_k,) with C_k from 16 to 320. Widths
 differ, so `encode` zero-pads every layer to the widest and `layer_widths` says which leading
 features are real; the head projects each layer to a common width (daamlab/models/projection.py).
-Images are resized to `image_size` (bilinear, antialiased) and scaled as TF-Lite's (x - 127) / 128.
+Images of any size are resized one by one to `image_size` (bilinear, antialiased) and scaled as
+TF-Lite's (x - 127) / 128. `resize: squash` (the default) stretches a non-square image to the square;
+`resize: center_crop` keeps its aspect ratio: the shorter side to image_size / 0.875, then the centre
+image_size square, as the ImageNet weights were trained and evaluated (configs/data/image_folder.yaml).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from daamlab.encoders.hf import resolve_device
 from daamlab.encoders.packaged import DEMO_INSTALL, package_file, read_checked
 from daamlab.errors import DaamlabError
 
+RESIZES = ("squash", "center_crop")
+CROP_FRACTION = 0.875  # the ImageNet evaluation crop: 224 of 256 (TF's crop_padding=32 at 224 px)
+
 
 class EfficientNetLiteEncoder:
     """LayerEncoder: PIL images -> (B, N, max width), N = the number of blocks, zero-padded per layer."""
@@ -37,8 +43,12 @@ class EfficientNetLiteEncoder:
         image_size: int,
         device: torch.device,
         batch_size: int,
+        resize: str = "squash",
     ) -> None:
+        if resize not in RESIZES:
+            raise DaamlabError(f"encoder.resize={resize!r} must be one of {', '.join(RESIZES)}")
         self.name, self.sha256, self.image_size, self.device = name, sha256, image_size, device
+        self.resize = resize
         self.batch_size = batch_size
         self.model = model.eval().requires_grad_(False).to(device)
         self.layer_widths = [block._bn2.num_features for block in model._blocks]  # output channels
@@ -53,17 +63,28 @@ class EfficientNetLiteEncoder:
             "layers": f"MBConv blocks 1..{self.num_layers}",
             "layer_widths": self.layer_widths,
             "pooling": "global average over the block's feature map; zero-padded to the widest layer",
-            "input": f"RGB resized to {self.image_size} px (bilinear, antialiased), (x - 127) / 128",
+            "input": f"RGB resized to {self.image_size} px (bilinear, antialiased), (x - 127) / 128"
+            + ("" if self.resize == "squash" else f", centre crop of the shorter side at {CROP_FRACTION}"),
             "dtype": "float32",
         }
 
     def pixels(self, images: list[Image.Image]) -> torch.Tensor:
-        """(B, 3, S, S) float: RGB uint8 -> resized -> TF-Lite scaling."""
-        rgb = [torch.from_numpy(np.array(im.convert("RGB"))) for im in images]  # (H, W, 3) uint8 each
-        batch = torch.stack(rgb)
-        x = batch.permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
-        return (x - 127.0) / 128.0
+        """(B, 3, S, S) float: each RGB uint8 image resized on its own (sizes may differ), TF-Lite scaling."""
+        return (torch.cat([self._resized(im) for im in images]) - 127.0) / 128.0
+
+    def _resized(self, image: Image.Image) -> torch.Tensor:
+        """(1, 3, S, S) float in 0..255."""
+        x = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+        size = self.image_size
+        if self.resize == "squash":
+            return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        height, width = x.shape[-2:]
+        short = round(size / CROP_FRACTION)
+        scale = short / min(height, width)
+        h, w = max(short, round(height * scale)), max(short, round(width * scale))
+        x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True)
+        top, left = (h - size) // 2, (w - size) // 2
+        return x[..., top : top + size, left : left + size]
 
     @torch.no_grad()
     def encode(self, inputs: list[Image.Image]) -> torch.Tensor:
@@ -91,4 +112,12 @@ def build(cfg: DictConfig) -> EfficientNetLiteEncoder:
         model = EfficientNet.from_name(cfg.model, image_size=cfg.image_size)
     model.load_state_dict(torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), strict=True)
     device = torch.device(resolve_device(cfg.device))
-    return EfficientNetLiteEncoder(cfg.model, model, cfg.sha256, cfg.image_size, device, cfg.batch_size)
+    return EfficientNetLiteEncoder(
+        cfg.model,
+        model,
+        cfg.sha256,
+        cfg.image_size,
+        device,
+        cfg.batch_size,
+        resize=cfg.get("resize", "squash"),
+    )

@@ -3,7 +3,9 @@
 Preprocessing by the source's kind:
 - audio: the model's feature extractor on raw 16 kHz waveforms, padded per batch with a sample mask;
   the frame mask comes from the model's conv feature-extractor lengths (wav2vec2 family: WavLM, HuBERT),
-- image: the model's image processor (resized to the model's input size: no padding),
+- image: the model's image processor (resized to the model's input size: no padding); images of any
+  size mix in a batch; `resize: center_crop` first crops each to its centred square of 0.875 of the
+  shorter side (the ImageNet evaluation crop) instead of letting the processor stretch it,
 - text: the model's tokenizer, right-padded (causal models must not see pads before real tokens),
   with `pad_token` set when the model has none (Llama).
 Every transformer layer's hidden states (embeddings excluded, as the paper) are mean-pooled over
@@ -45,8 +47,12 @@ class HFEncoder:
         batch_size: int = 8,
         normalize_audio: bool = False,
         max_length: int | None = None,
+        resize: str = "squash",
         identity: dict[str, Any],
     ) -> None:
+        if resize not in ("squash", "center_crop"):
+            raise DaamlabError(f"encoder.resize={resize!r} must be squash or center_crop")
+        self.resize = resize
         if kind not in KINDS:
             raise DaamlabError(f"encoder.kind={kind!r} is not one of {', '.join(KINDS)}")
         if dtype not in DTYPES:
@@ -81,6 +87,8 @@ class HFEncoder:
             self.preprocessing |= {"max_length": max_length}
         else:
             self.preprocessing |= {"processor": processor.to_dict()}
+            if resize == "center_crop":  # only then: the default's fingerprint (and caches) stay as they were
+                self.preprocessing |= {"resize": f"centre square of {CROP_FRACTION} of the shorter side"}
 
     @property
     def device(self) -> torch.device:
@@ -140,9 +148,23 @@ class HFEncoder:
         return {k: v.to(self.device) for k, v in batch.items()}, lambda T: tokens.bool()
 
     def _image(self, images: list[Any]) -> tuple[dict[str, torch.Tensor], MaskFn]:
-        batch = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        images = [im.convert("RGB") for im in images]
+        if self.resize == "center_crop":
+            images = [center_square(im) for im in images]
+        batch = self.processor(images=images, return_tensors="pt")
         pixels = batch["pixel_values"].to(self.device, self.dtype)
         return {"pixel_values": pixels}, lambda T: torch.ones(len(images), T, dtype=torch.bool)
+
+
+CROP_FRACTION = 0.875  # ImageNet evaluation: the centre 224 of 256
+
+
+def center_square(image: Any) -> Any:
+    """The centred square of CROP_FRACTION of the shorter side (a PIL image); the processor resizes it."""
+    width, height = image.size
+    side = max(1, round(CROP_FRACTION * min(width, height)))
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
 
 
 def resolve_device(device: str) -> str:
@@ -232,7 +254,13 @@ def load_processor(kind: str, source: str, kwargs: dict[str, Any]) -> Any:
 def build(cfg: DictConfig) -> HFEncoder:
     from transformers import AutoModel
 
-    kind, model_id = cfg.kind, cfg.model
+    kind, model_id = cfg.get("kind"), cfg.get("model")
+    if not model_id:
+        raise DaamlabError(
+            "encoder=hf needs the model: encoder.model=<hub id> (and encoder.path=DIR for a local copy)"
+        )
+    if kind not in KINDS:
+        raise DaamlabError(f"encoder.kind={kind!r}: set encoder.kind=audio, image or text for '{model_id}'")
     if cfg.get("path"):
         path = Path(cfg.path).expanduser()
         if not (path / "config.json").is_file():
@@ -271,5 +299,6 @@ def from_config(model, processor, kind: str, cfg: DictConfig, identity: dict[str
         batch_size=cfg.batch_size,
         normalize_audio=cfg.get("normalize_audio", False),
         max_length=cfg.get("max_length"),
+        resize=cfg.get("resize", "squash"),
         identity=identity,
     )

@@ -276,7 +276,10 @@ def _extract_parts(
 
 
 def _build_encoder(cfg: DictConfig, source: Source, cache: Path) -> LayerEncoder:
-    encoder = build_encoder(cfg.encoder)
+    encoder_cfg = cfg.encoder
+    if "kind" in encoder_cfg and encoder_cfg.kind is None:  # encoder=hf: the data decides
+        encoder_cfg = OmegaConf.merge(encoder_cfg, {"kind": getattr(source, "kind", None)})
+    encoder = build_encoder(encoder_cfg)
     kind = getattr(encoder, "kind", None)
     if kind is not None and kind != getattr(source, "kind", kind):
         raise DaamlabError(

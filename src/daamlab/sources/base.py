@@ -55,3 +55,21 @@ def waveform_16k(x: np.ndarray, rate: int) -> np.ndarray:
         g = gcd(rate, 16000)
         x = resample_poly(x, 16000 // g, rate // g).astype(np.float32)
     return x
+
+
+def chunk_wave(wave: np.ndarray, seconds: float) -> list[np.ndarray]:
+    """Consecutive pieces of at most `seconds` at 16 kHz; the last one holds the remainder (0: whole)."""
+    if seconds <= 0:
+        return [wave]
+    size = round(seconds * 16000)
+    return [wave[start : start + size] for start in range(0, len(wave), size)]
+
+
+def count_chunks(frames: int, rate: int, seconds: float) -> int:
+    """How many pieces chunk_wave makes of `frames` samples at `rate` once resampled to 16 kHz."""
+    samples = round(frames * 16000 / rate)
+    if samples == 0:
+        return 0
+    if seconds <= 0:
+        return 1
+    return -(-samples // round(seconds * 16000))

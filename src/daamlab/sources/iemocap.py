@@ -27,7 +27,7 @@ import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
-from daamlab.sources.base import Item, waveform_16k
+from daamlab.sources.base import Item, chunk_wave, count_chunks, waveform_16k
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,7 @@ class IemocapSource:
             raise DaamlabError(f"IEMOCAP has one split 'all' (folds come from data.fold), not '{split}'")
 
     def num_chunks(self, frames: int, rate: int) -> int:
-        samples = round(frames * SAMPLE_RATE / rate)
-        if samples == 0:
-            return 0
-        if self.chunk_seconds <= 0:
-            return 1
-        return -(-samples // round(self.chunk_seconds * SAMPLE_RATE))
+        return count_chunks(frames, rate, self.chunk_seconds)
 
     def num_items(self, split: str) -> int | None:
         """Chunks planned from the wav headers (no audio is decoded)."""
@@ -193,10 +188,7 @@ class IemocapSource:
 
     def chunks(self, wave: np.ndarray) -> list[np.ndarray]:
         """Consecutive pieces of at most chunk_seconds; the last one holds the remainder."""
-        if self.chunk_seconds <= 0:
-            return [wave]
-        size = round(self.chunk_seconds * SAMPLE_RATE)
-        return [wave[start : start + size] for start in range(0, len(wave), size)]
+        return chunk_wave(wave, self.chunk_seconds)
 
     def items(self, split: str) -> Iterator[Item]:
         self._check_split(split)
