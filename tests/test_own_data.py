@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from daamlab.runs import run_cli
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 from daamlab.attention import auto_heads
+from daamlab.cli import run_cli
+from daamlab.record import RunRecord
 from daamlab.sources import build_source
 from daamlab.sources.generic import Protocol, Row, assign, fold_of_groups
 from daamlab.training import train
@@ -97,7 +98,7 @@ def train_cli(compose, out: Path, overrides: list[str]) -> dict:
     with open_dict(cfg):
         cfg.paths.output_dir = str(out / "run")
     run_cli(train, cfg)
-    return json.loads((out / "run" / "metrics.json").read_text())
+    return RunRecord.read(out / "run" / "metrics.json")
 
 
 def cache_manifest(out: Path) -> dict:
@@ -113,19 +114,17 @@ def test_audio_folder_trains_with_mixed_rates_channels_and_formats(compose, tmp_
     metrics = train_cli(
         compose, tmp_path, ["data=audio_folder", f"data.root={tmp_path / 'birdsong'}", "encoder=tiny_wavlm"]
     )
-    assert metrics["status"] == "complete"
-    assert (
-        metrics["data"] == metrics["modality"] == "birdsong"
-    )  # named after the user's folder, not speech_demo
+    assert metrics.status == "complete"
+    assert metrics.data == metrics.modality == "birdsong"  # named after the user's folder, not speech_demo
     skipped = expect["hidden"] + expect["unreadable"] + expect["outside"]
-    assert metrics["data_info"]["skipped"] == skipped
+    assert metrics.data_info["skipped"] == skipped
     reasons = Counter(
         entry["reason"].split(" (")[0] for entry in cache_manifest(tmp_path)["skipped"]["items"]
     )
     assert reasons == {"hidden file": 2, "unreadable audio": 1, "not inside a class folder": 1}
-    total = sum(s["rows"] for s in (metrics["splits"]["train"], metrics["splits"]["test"]))
+    total = sum(s["rows"] for s in (metrics.splits["train"], metrics.splits["test"]))
     assert total == expect["rows"]  # every readable file, each shorter than one 5 s chunk
-    assert metrics["splits"]["test"]["classes"]["calm"] == 1  # stratified: 0.2 of calm's 6 files
+    assert metrics.splits["test"]["classes"]["calm"] == 1  # stratified: 0.2 of calm's 6 files
 
 
 def test_image_folder_metadata_with_mixed_sizes_and_splits(compose, tmp_path, one_thread):
@@ -133,17 +132,17 @@ def test_image_folder_metadata_with_mixed_sizes_and_splits(compose, tmp_path, on
     metrics = train_cli(
         compose, tmp_path, ["data=image_folder", f"data.root={tmp_path / 'pets'}", "encoder=tiny_beit"]
     )
-    assert metrics["data"] == "pets" and metrics["data_info"]["skipped"] == 1  # the missing listed file
+    assert metrics.data == "pets" and metrics.data_info["skipped"] == 1  # the missing listed file
     assert (
-        metrics["splits"]["train"]["rows"],
-        metrics["splits"]["val"]["rows"],
-        metrics["splits"]["test"]["rows"],
+        metrics.splits["train"]["rows"],
+        metrics.splits["val"]["rows"],
+        metrics.splits["test"]["rows"],
     ) == (
         10,
         3,
         3,
     )
-    assert set(metrics["splits"]["train"]["classes"]) == {"cat", "dog"}  # whitespace stripped
+    assert set(metrics.splits["train"]["classes"]) == {"cat", "dog"}  # whitespace stripped
 
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
@@ -154,9 +153,9 @@ def test_text_table_csv_and_jsonl_with_group_folds(compose, tmp_path, one_thread
     metrics = train_cli(
         compose, tmp_path, [*overrides, "data.group_column=author", "data.num_folds=5", "data.fold=2"]
     )
-    assert metrics["data"] == "reviews" and metrics["data_info"]["skipped"] == 1  # the empty text
-    assert metrics["splits"]["test"]["groups"] == ["fold2"]
-    assert metrics["splits"]["test"]["rows"] == 4 and metrics["splits"]["train"]["rows"] == 16
+    assert metrics.data == "reviews" and metrics.data_info["skipped"] == 1  # the empty text
+    assert metrics.splits["test"]["groups"] == ["fold2"]
+    assert metrics.splits["test"]["rows"] == 4 and metrics.splits["train"]["rows"] == 16
 
 
 def test_local_hf_dataset_with_one_split_gets_a_stratified_split(compose, tmp_path, one_thread):
@@ -181,8 +180,8 @@ def test_local_hf_dataset_with_one_split_gets_a_stratified_split(compose, tmp_pa
             "encoder=tiny_llama",
         ],
     )
-    assert metrics["data"] == "moods"
-    assert metrics["splits"]["test"]["classes"] == {
+    assert metrics.data == "moods"
+    assert metrics.splits["test"]["classes"] == {
         "down": 2,
         "up": 2,
     }  # ClassLabel names; 0.2 of 10 per class
@@ -208,8 +207,8 @@ def test_own_source_from_the_docs_trains_from_outside_the_package(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics,) = (tmp_path / "out").rglob("metrics.json")
-    metrics = json.loads(metrics.read_text())
-    assert (metrics["status"], metrics["data"], metrics["modality"]) == ("complete", "tones", "tones")
+    metrics = RunRecord.read(metrics)
+    assert (metrics.status, metrics.data, metrics.modality) == ("complete", "tones", "tones")
 
 
 # ---- the protocol ----
