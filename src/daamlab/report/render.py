@@ -7,6 +7,7 @@ from pathlib import Path
 
 from daamlab.report.aggregate import TEST_METRICS, Row, Section
 from daamlab.report.collect import Run
+from daamlab.report.stats import Comparison, PairedResult, section_comparisons
 
 STD_NOTE = (
     "Accuracy in %. Ours: mean ± std over folds/seeds of each run's best validation accuracy (the "
@@ -68,9 +69,39 @@ def section_markdown(section: Section, figures: dict[str, Path], out_dir: Path) 
     dups = [f"{row.label}: {', '.join(map(str, row.duplicates))}" for row in section.rows if row.duplicates]
     if dups:
         lines += ["", "Duplicate runs, not counted: " + "; ".join(dups) + "."]
+    lines += paired_markdown(section_comparisons(section.rows))
     for name, path in figures.items():
         lines += ["", f"![{name}]({path.relative_to(out_dir)})"]
     return lines + [""]
+
+
+PAIRED_NOTE = (
+    "Test accuracy in %, A − B. Runs: mean over folds of the per-fold difference (seeds averaged "
+    "within a fold), 95% t interval, exact sign-flip permutation p; items: paired bootstrap over test "
+    "items (resampled within each fold, 10,000 times). Both tests assume the pairs are exchangeable "
+    "under no difference — folds (or seeds) independent of each other, items independent within a "
+    "fold — and say nothing about other datasets or protocols."
+)
+
+
+def _interval(r: PairedResult) -> str:
+    return "—" if r.low is None else f"[{r.low:+.1f}, {r.high:+.1f}]"
+
+
+def paired_markdown(comparisons: list[Comparison]) -> list[str]:
+    """The "Paired comparisons" table of a section (report/stats.py), or nothing with one variant."""
+    if not comparisons:
+        return []
+    header = ["A", "B", "Δ runs", "95% CI", "p (sign-flip)", "n", "Δ items", "95% CI", "p (bootstrap)", "items"]
+    lines = ["", "### Paired comparisons", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in comparisons:
+        cells = [c.a, c.b, f"{c.runs.mean:+.2f}", _interval(c.runs), f"{c.runs.p:.3g}", str(c.runs.n)]
+        if c.items is not None:
+            cells += [f"{c.items.mean:+.2f}", _interval(c.items), f"{c.items.p:.3g}", str(c.items.n)]
+        else:
+            cells += ["—", "—", "—", c.note or "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", PAIRED_NOTE]
 
 
 def report_markdown(
