@@ -1,8 +1,17 @@
-"""What a run sends to its experiment trackers beyond Lightning's per-epoch metrics.
+"""What a run sends to its experiment trackers beyond Lightning's per-epoch metrics, and how it is
+filed there.
 
-Every logger gets the resolved config and the parameter counts (W&B: the run's config; CSV:
-hparams.yaml). W&B also gets the final numbers in its run summary and the run's figures as images.
-Nothing here imports wandb: with `logger=csv` it is never loaded.
+Every logger gets the resolved config (plus `experiment`, the chosen experiment config, to compare
+across sweeps) and the parameter counts (W&B: the run's config; CSV: hparams.yaml). W&B files a run
+so that "which variant wins" is one grouping away (configs/logger/wandb.yaml):
+- group: the sweep; job_type: the variant (DAAM and MHSA runs of one sweep apart); name: variant,
+  fold and seed (`daam-f1-s1`, `daam-s2`, `daam-trial3`);
+- tags: the structured ones (experiment, modality, data, variant, fold, seed, search role) *plus*
+  the config's `tags` (an experiment's, or `tags=[...]` on the command line: added, not replacing);
+- summary: `val/acc_best` (the best epoch's, not the last), the test metrics and parameter counts;
+- per run: metrics.json and predictions.csv as an artifact, the test predictions as a wandb.Table,
+  a confusion matrix, and the run's figures (the Importance Factor) as images.
+Nothing here imports wandb at module level: with `logger=csv` it is never loaded.
 """
 
 from __future__ import annotations
@@ -46,22 +55,75 @@ class ResumableCSVLogger(CSVLogger):
         super().log_metrics(metrics, step)
 
 
-def job_type(fold: int | None, seed: int) -> str:
-    """W&B job_type: runs of one sweep group side by side by fold (IEMOCAP) or by seed (the others)."""
-    return f"fold{fold}-seed{seed}" if fold is not None else f"seed{seed}"
+def experiment_name(cfg: DictConfig) -> str | None:
+    """The experiment config the run was composed with (`experiment=paper_iemocap`), else the
+    `experiment:<name>` tag; None for a plain run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get("experiment")
+        if choice:
+            return str(choice)
+    tags = OmegaConf.select(cfg, "tags", default=[]) or []
+    return next((t.split(":", 1)[1] for t in tags if str(t).startswith("experiment:")), None)
 
 
-OmegaConf.register_new_resolver("job_type", job_type, replace=True)  # configs/logger/wandb.yaml
+def variant(cfg: DictConfig) -> str:
+    """The variant's name as the report prints it (attention + options changed from its config)."""
+    from daamlab.report.collect import variant_label
+
+    return variant_label(cfg)
+
+
+def run_name(cfg: DictConfig) -> str:
+    """`daam-f1-s1`, `none-s2`; a search trial `daam-trial3`, a re-run of the best `daam-tuned-s1`."""
+    name = str(cfg.attention.name)
+    role = OmegaConf.select(cfg, "search.role")
+    if role == "trial":
+        return f"{name}-trial{OmegaConf.select(cfg, 'search.trial')}"
+    fold = OmegaConf.select(cfg, "data.fold")
+    parts = [name, *(["tuned"] if role == "tuned" else []), *([f"f{fold}"] if fold is not None else [])]
+    return "-".join([*parts, f"s{cfg.seed}"])
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """The structured tags, then the config's `tags` (command line or experiment), each once."""
+    structured = [
+        f"experiment:{experiment_name(cfg)}" if experiment_name(cfg) else None,
+        f"modality:{OmegaConf.select(cfg, 'modality_name')}",
+        f"data:{OmegaConf.select(cfg, 'data.name')}",
+        f"variant:{cfg.attention.name}",
+        f"fold:{cfg.data.fold}" if OmegaConf.select(cfg, "data.fold") is not None else None,
+        f"seed:{cfg.seed}",
+        f"search:{OmegaConf.select(cfg, 'search.role')}" if OmegaConf.select(cfg, "search.role") else None,
+    ]
+    tags = [t for t in structured if t] + [str(t) for t in OmegaConf.select(cfg, "tags", default=[]) or []]
+    return list(dict.fromkeys(tags))
+
+
+# configs/logger/wandb.yaml: ${run_name:}, ${job_type:}, ${run_tags:} of the whole config
+OmegaConf.register_new_resolver("run_name", lambda *, _root_: run_name(_root_), replace=True)
+OmegaConf.register_new_resolver("job_type", lambda *, _root_: variant(_root_), replace=True)
+OmegaConf.register_new_resolver("run_tags", lambda *, _root_: run_tags(_root_), replace=True)
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:
-    hparams = {**OmegaConf.to_container(cfg, resolve=True), "params": params}
+    hparams = {
+        **OmegaConf.to_container(cfg, resolve=True),
+        "experiment": experiment_name(cfg),  # W&B: group by it to compare the runs of several sweeps
+        "variant": variant(cfg),
+        "params": params,
+    }
     for logger in loggers:
         logger.log_hyperparams(hparams)
 
 
-def log_results(loggers: list[Logger], metrics: dict[str, Any], figures: dict[str, Path]) -> None:
+def log_results(
+    loggers: list[Logger], metrics: dict[str, Any], figures: dict[str, Path], out_dir: Path
+) -> None:
+    """The run's final numbers and files; `out_dir` holds its metrics.json and predictions.csv."""
     summary = {
+        "val/acc_best": metrics["best_val_acc"],  # val/acc in the summary is the last epoch's
         "best_val_acc": metrics["best_val_acc"],
         "best_epoch": metrics["best_epoch"],
         **{f"params/{k}": v for k, v in metrics["params"].items()},
@@ -69,6 +131,32 @@ def log_results(loggers: list[Logger], metrics: dict[str, Any], figures: dict[st
     }
     for logger in loggers:
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(summary)
-            for key, path in figures.items():
-                logger.log_image(key=key, images=[str(path)])
+            _wandb_results(logger, summary, figures, out_dir)
+
+
+def _wandb_results(logger: WandbLogger, summary: dict[str, Any], figures: dict[str, Path], out_dir: Path) -> None:
+    import wandb
+
+    run = logger.experiment
+    run.summary.update(summary)
+    predictions = out_dir / "predictions.csv"
+    logged: dict[str, Any] = {}
+    if predictions.is_file():
+        with predictions.open(newline="") as f:
+            rows = list(csv.reader(f))
+        header, body = rows[0], rows[1:]
+        classes = [c.removeprefix("p_") for c in header if c.startswith("p_")]
+        logged["test/predictions"] = wandb.Table(columns=header, data=body)
+        index = {c: i for i, c in enumerate(classes)}
+        logged["test/confusion_matrix"] = wandb.plot.confusion_matrix(
+            y_true=[index[r[3]] for r in body], preds=[index[r[4]] for r in body], class_names=classes
+        )
+    for key, path in figures.items():
+        logged[key] = wandb.Image(str(path))
+    if logged:
+        run.log(logged)
+    artifact = wandb.Artifact(f"results-{run.id}", type="run-results", metadata={"name": run.name})
+    for name in ("metrics.json", "predictions.csv"):
+        if (out_dir / name).is_file():
+            artifact.add_file(str(out_dir / name))
+    run.log_artifact(artifact)

@@ -25,7 +25,7 @@ from daamlab.models.projection import cached_layer_widths
 from daamlab.predictions import write_predictions
 from daamlab.results_table import results_table
 from daamlab.runs import finished_metrics, print_config, provenance, record_failure, save_array, write_json
-from daamlab.tracking import log_config, log_results  # also registers ${job_type:...} (W&B)
+from daamlab.tracking import log_config, log_results, run_tags  # also registers ${job_type:} etc. (W&B)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def run_summary(cfg: DictConfig, model: Classifier) -> dict[str, Any]:
         "seed": cfg.seed,
         "attention": cfg.attention.name,
         "decoder": model.hparams.decoder["name"],  # LoRA's head is linear whatever cfg.decoder says
-        "tags": list(cfg.tags),
+        "tags": run_tags(cfg),  # structured + the config's: the report finds `experiment:` whatever tags= says
         "params": model.param_counts,
     }
 
@@ -200,7 +200,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             "splits": dm.split_summary,  # rows, items, groups, per-class counts of train/val/test
         }
         write_json(out_dir / "metrics.json", metrics)
-        log_results(loggers, metrics, figures)
+        log_results(loggers, metrics, figures, out_dir)
         log.info(
             "best val acc %.4f (epoch %d); test %s", metrics["best_val_acc"], metrics["best_epoch"], test
         )
