@@ -55,11 +55,14 @@ def test_paired_bootstrap_on_items_with_a_known_difference():
     assert folds.mean == pytest.approx(0.5)
 
 
-def _run(path: Path, attention: str, seed: int, correct: list[bool], experiment: str = "toy_compare") -> None:
+def _run(
+    path: Path, attention: str, seed: int, correct: list[bool], experiment: str = "toy_compare", **cfg_extra
+) -> None:
     path.mkdir(parents=True)
-    tags = [f"experiment:{experiment}"]
+    tags = [f"experiment:{experiment}"] if experiment else []
     cfg = {"attention": {"name": attention}, "data": {"name": "toy", "fold": None, "layers": None}}
-    (path / "config.yaml").write_text(yaml.safe_dump({**cfg, "seed": seed, "tags": tags}))
+    cfg = {**cfg, "seed": seed, "tags": tags, "sweep_name": "cmp", "modality_name": "toy", **cfg_extra}
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     acc = float(np.mean(correct))
     metrics = {
         "status": "complete", "attention": attention, "data": "toy", "fold": None, "seed": seed,

@@ -71,9 +71,13 @@ def test_offline_wandb_run_holds_what_answers_which_variant_wins(compose, tmp_pa
         elif kind == "history":
             logged |= {_key(i) for i in r.history.item}
         elif kind == "artifact":
-            artifacts[r.artifact.type + ":" + r.artifact.name] = {m.path for m in r.artifact.manifest.contents}
+            artifacts[r.artifact.type + ":" + r.artifact.name] = {
+                m.path for m in r.artifact.manifest.contents
+            }
     assert (run.display_name, run.job_type, run.run_group) == ("daam-s2", "daam", "wandb_test")
-    assert {"modality:toy", "data:toy", "variant:daam", "seed:2", "mine"} <= set(run.tags)  # added, not replaced
+    assert {"modality:toy", "data:toy", "variant:daam", "seed:2", "mine"} <= set(
+        run.tags
+    )  # added, not replaced
     assert config["variant"] == "daam" and "experiment" in config and config["seed"] == 2
     assert float(summary["val/acc_best"]) == metrics["best_val_acc"]  # the best epoch's, not the last
     assert float(summary["test/acc"]) == metrics["test"]["acc"]

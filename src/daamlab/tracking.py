@@ -134,7 +134,9 @@ def log_results(
             _wandb_results(logger, summary, figures, out_dir)
 
 
-def _wandb_results(logger: WandbLogger, summary: dict[str, Any], figures: dict[str, Path], out_dir: Path) -> None:
+def _wandb_results(
+    logger: WandbLogger, summary: dict[str, Any], figures: dict[str, Path], out_dir: Path
+) -> None:
     import wandb
 
     run = logger.experiment
@@ -160,3 +162,40 @@ def _wandb_results(logger: WandbLogger, summary: dict[str, Any], figures: dict[s
         if (out_dir / name).is_file():
             artifact.add_file(str(out_dir / name))
     run.log_artifact(artifact)
+
+
+def log_report(out_dir: Path, groups: list[str], project: str = "daamlab") -> Path:
+    """`python -m daamlab.report ... --wandb`: the report's tables (report.csv, paired.csv) and figures
+    in a W&B run of the runs' group (job_type `report`; the group "report" when the runs span several
+    sweeps, with those in its config). Offline unless DAAMLAB_WANDB_OFFLINE=false, as the runs' logger.
+    Returns the W&B run's folder."""
+    import os
+
+    import wandb
+
+    offline = os.environ.get("DAAMLAB_WANDB_OFFLINE", "true").lower() != "false"
+    group = groups[0] if len(groups) == 1 else "report"
+    save_dir = out_dir.resolve().parent  # not inside the report folder: the next report replaces it
+    run = wandb.init(
+        project=project, group=group, job_type="report", name=f"report-{out_dir.name}",
+        dir=str(save_dir), mode="offline" if offline else "online", config={"groups": groups},
+        tags=["report"],
+    )  # fmt: skip
+    try:
+        logged: dict[str, Any] = {}
+        for name in ("report.csv", "paired.csv"):
+            path = out_dir / name
+            if path.is_file():
+                with path.open(newline="") as f:
+                    rows = list(csv.reader(f))
+                if rows:
+                    logged[f"report/{path.stem}"] = wandb.Table(columns=rows[0], data=rows[1:])
+        for png in sorted(out_dir.glob("*.png")):
+            logged[f"report/figures/{png.stem}"] = wandb.Image(str(png))
+        run.log(logged)
+        artifact = wandb.Artifact(f"report-{group}", type="report")
+        artifact.add_dir(str(out_dir))
+        run.log_artifact(artifact)
+        return Path(run.dir).parent
+    finally:
+        run.finish()

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
+from daamlab.report.protocol import deviations
 
 # the attention configs whose defaults name a variant: mhsa_paper with layer=22 is "mhsa_paper[layer=22]"
 ATTENTION_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "attention"
@@ -36,6 +37,10 @@ class Run:
     test: dict[str, float] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    off_protocol: list[str] = field(default_factory=list)  # protocol keys changed (report/protocol.py)
+    search: str | None = None  # trial | tuned (hparams_search=optuna), None for a plain run
+    trial: int | None = None  # the trial's number (a tuned run: the best trial's)
+    group: str | None = None  # the sweep (sweep_name): the W&B group
 
     @property
     def gates(self) -> Path | None:
@@ -94,11 +99,18 @@ def read_run(path: Path) -> Run:
     tags = list(pick("tags", "tags") or [])
     status = metrics.get("status", "incomplete")
     layers = OmegaConf.select(cfg, "data.layers") if cfg is not None else None
+    experiment = _tag(tags, "experiment")
+    search = OmegaConf.select(cfg, "search.role") if cfg is not None else None
+    if search:  # a trial's or a tuned run's options are the search's: named by role, not by value
+        trial = OmegaConf.select(cfg, "search.trial")
+        variant = (
+            f"{cfg.attention.name} (tuned)" if search == "tuned" else f"{cfg.attention.name} trial {trial}"
+        )
     return Run(
         path=path,
         status=status,
         variant=variant,
-        experiment=_tag(tags, "experiment"),
+        experiment=experiment,
         data=pick("data", "data.name"),
         fold=pick("fold", "data.fold"),
         seed=pick("seed", "seed"),
@@ -108,6 +120,10 @@ def read_run(path: Path) -> Run:
         test=metrics.get("test") or {},
         params=metrics.get("params") or {},
         error=metrics.get("error"),
+        off_protocol=deviations(cfg, experiment) if cfg is not None else [],
+        search=search,
+        trial=OmegaConf.select(cfg, "search.trial") if cfg is not None else None,
+        group=OmegaConf.select(cfg, "sweep_name") if cfg is not None else None,
     )
 
 

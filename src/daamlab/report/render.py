@@ -69,7 +69,8 @@ def section_markdown(section: Section, figures: dict[str, Path], out_dir: Path) 
     dups = [f"{row.label}: {', '.join(map(str, row.duplicates))}" for row in section.rows if row.duplicates]
     if dups:
         lines += ["", "Duplicate runs, not counted: " + "; ".join(dups) + "."]
-    lines += paired_markdown(section_comparisons(section.rows))
+    if section.apart != "search":  # trials are one configuration each: nothing to pair
+        lines += paired_markdown(section_comparisons(section.rows))
     for name, path in figures.items():
         lines += ["", f"![{name}]({path.relative_to(out_dir)})"]
     return lines + [""]
@@ -92,7 +93,18 @@ def paired_markdown(comparisons: list[Comparison]) -> list[str]:
     """The "Paired comparisons" table of a section (report/stats.py), or nothing with one variant."""
     if not comparisons:
         return []
-    header = ["A", "B", "Δ runs", "95% CI", "p (sign-flip)", "n", "Δ items", "95% CI", "p (bootstrap)", "items"]
+    header = [
+        "A",
+        "B",
+        "Δ runs",
+        "95% CI",
+        "p (sign-flip)",
+        "n",
+        "Δ items",
+        "95% CI",
+        "p (bootstrap)",
+        "items",
+    ]
     lines = ["", "### Paired comparisons", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in comparisons:
         cells = [c.a, c.b, f"{c.runs.mean:+.2f}", _interval(c.runs), f"{c.runs.p:.3g}", str(c.runs.n)]
@@ -133,6 +145,26 @@ def report_markdown(
         lines += [f"- `{sweep}`: `{job}`" for sweep, job in never_ran]
         lines.append("")
     return "\n".join(lines)
+
+
+PAIRED_FIELDS = ["section", "a", "b", "test", "mean", "low", "high", "p", "n"]
+
+
+def write_paired_csv(sections: list[Section], path: Path) -> None:
+    """paired.csv: the paired comparisons of every section, one row per pair and test (runs, items)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PAIRED_FIELDS)
+        writer.writeheader()
+        for section in sections:
+            if section.apart == "search":
+                continue
+            for c in section_comparisons(section.rows):
+                for test, r in (("runs", c.runs), ("items", c.items)):
+                    if r is not None:
+                        writer.writerow({
+                            "section": section.title, "a": c.a, "b": c.b, "test": test, "mean": _num(r.mean),
+                            "low": _num(r.low), "high": _num(r.high), "p": _num(r.p), "n": r.n,
+                        })  # fmt: skip
 
 
 CSV_FIELDS = [

@@ -28,8 +28,8 @@ class DaamlabOptunaSweeperConf:
     _target_: str = "hydra_plugins.daamlab_optuna.sweeper.DaamlabOptunaSweeper"
     n_trials: int = 20  # per variant
     study_name: str = "search"
-    storage: Optional[str] = None  # null: sqlite:///<sweep dir>/optuna.db
-    sampler_seed: Optional[int] = 0
+    storage: Optional[str] = None  # noqa: UP045 (OmegaConf reads Optional)  null: sqlite:///<sweep dir>/optuna.db
+    sampler_seed: Optional[int] = 0  # noqa: UP045
     pruner: str = "median"  # median | none
     rerun_best: bool = True  # re-run the best configuration on every point of the swept grid
 
