@@ -72,6 +72,19 @@ def check_objective(cfg: DictConfig) -> None:
         )
 
 
+def build_pruner(name: str):
+    """median: stop a trial whose dev accuracy at an epoch trails the median of earlier trials' at that
+    epoch (after 2 finished trials and 1 warm-up epoch); none: never. Built by the sweeper and by every
+    job's TrialPruning alike: a study's pruner is not in its storage."""
+    import optuna
+
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise DaamlabError(f"hydra.sweeper.pruner={name!r} is not a pruner: median or none")
+
+
 def suggest(trial, space: Space) -> dict[str, Any]:
     params = {}
     for key, (kind, *args) in space.items():
@@ -140,6 +153,7 @@ def run_search(
     configs = {v: compose(overrides) for v, overrides in jobs.items()}
     for cfg in configs.values():  # before any trial: a refused search trains nothing
         check_objective(cfg)
+    build_pruner(pruner)
     results = {}
     for variant, cfg in configs.items():
         name = cfg.attention.name
@@ -148,14 +162,16 @@ def run_search(
             storage=storage,
             direction="maximize",
             sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-            if pruner == "median"
-            else optuna.pruners.NopPruner(),
+            pruner=build_pruner(pruner),
             load_if_exists=True,
         )
         _fail_stale(study)
         space = search_space(name)
-        meta = [f"+search.study={study.study_name}", f"+search.storage='{storage}'"]
+        meta = [
+            f"+search.study={study.study_name}",
+            f"+search.storage='{storage}'",
+            f"+search.pruner={pruner}",
+        ]
         meta.append(f"+search.keys=[{','.join(space)}]")
         while (done := _finished(study)) < n_trials:
             trial = study.ask()
@@ -168,7 +184,7 @@ def run_search(
             ]  # fmt: skip
             log.info("%s trial %d/%d: %s", study.study_name, done + 1, n_trials, params)
             (value,) = launch([overrides])
-            _tell(study, trial, value)
+            _tell(study, trial, value, storage)
         best = _best(study)
         results[variant or name] = best
         if best is None:
@@ -202,10 +218,14 @@ def _fail_stale(study) -> None:
         study.tell(t.number, state=TrialState.FAIL)
 
 
-def _tell(study, trial, value: Any) -> None:
+def _tell(study, trial, value: Any, storage: str) -> None:
+    import optuna
     from optuna.trial import TrialState
 
-    pruned_at = trial.user_attrs.get("pruned_at_epoch")  # set by TrialPruning, through the storage
+    # set by TrialPruning through its own connection; this study's cached copy of a running trial
+    # does not see it: read it from a fresh one
+    fresh = optuna.storages.RDBStorage(storage).get_trial(trial._trial_id)
+    pruned_at = fresh.user_attrs.get("pruned_at_epoch")
     if isinstance(value, BaseException) or value is None:
         log.warning("trial %d failed: %s", trial.number, value)
         study.tell(trial, state=TrialState.FAIL)
@@ -230,12 +250,19 @@ class TrialPruning(L.Callback):
     pruner says so. Inert outside a search (no trial). Works across processes: it talks to the trial
     through the study's storage, so joblib workers prune too."""
 
-    def __init__(self, study: str | None = None, storage: str | None = None, trial_id: int | None = None):
+    def __init__(
+        self,
+        study: str | None = None,
+        storage: str | None = None,
+        trial_id: int | None = None,
+        pruner: str = "median",
+    ) -> None:
         self.trial = None
         if study is not None and storage is not None and trial_id is not None:
             import optuna
 
-            self.trial = optuna.trial.Trial(optuna.load_study(study_name=study, storage=storage), trial_id)
+            loaded = optuna.load_study(study_name=study, storage=storage, pruner=build_pruner(pruner))
+            self.trial = optuna.trial.Trial(loaded, trial_id)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial is None or trainer.sanity_checking or "val/acc" not in trainer.callback_metrics:
