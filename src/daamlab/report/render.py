@@ -78,10 +78,11 @@ def section_markdown(section: Section, figures: dict[str, Path], out_dir: Path) 
 
 PAIRED_NOTE = (
     "Test accuracy in %, A − B. Runs: mean over folds of the per-fold difference (seeds averaged "
-    "within a fold), 95% t interval, exact sign-flip permutation p; items: paired bootstrap over test "
-    "items (resampled within each fold, 10,000 times). Both tests assume the pairs are exchangeable "
-    "under no difference — folds (or seeds) independent of each other, items independent within a "
-    "fold — and say nothing about other datasets or protocols."
+    "within a fold; without folds, per seed), 95% t interval, exact two-sided sign-flip p (with n "
+    "units it cannot go below 2/2^n); items: paired bootstrap over test items, resampled within each "
+    "fold (10,000 times). The tests assume that, were A and B equally good, each fold's (or seed's) "
+    "difference and each item's would be as likely negative as positive, independently of the others; "
+    "they ignore that under the paper's protocol the checkpoint was chosen on these same test items."
 )
 
 
