@@ -87,7 +87,7 @@ def test_report_has_a_paired_row_with_interval_and_p(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| daam | none |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     # runs: differences 30, 40, 50 points -> mean 40, t interval 40 ± 4.303 * 10 / sqrt(3), p = 2/8
-    assert cells[2:6] == ["+40.00", "[+15.2, +64.8]", "0.25", "3"]
+    assert cells[2:6] == ["+40.00", "[+15.16, +64.84]", "0.25", "3"]
     # items: each item's correctness averaged over the 3 seeds, daam minus none, over 100 items
     assert cells[6] == "+40.00" and cells[8] == "0.0001" and cells[9] == "100"
     assert "assume" in text.split("### Paired comparisons")[1]

@@ -87,7 +87,7 @@ PAIRED_NOTE = (
 
 
 def _interval(r: PairedResult) -> str:
-    return "—" if r.low is None else f"[{r.low:+.1f}, {r.high:+.1f}]"
+    return "—" if r.low is None else f"[{r.low:+.2f}, {r.high:+.2f}]"
 
 
 def paired_markdown(comparisons: list[Comparison]) -> list[str]:
