@@ -71,3 +71,24 @@ def test_report_to_wandb_offline(runs, tmp_path, capsys, monkeypatch):
     logged = {i.key or "/".join(i.nested_key) for r in records if r.WhichOneof("record_type") == "history"
               for i in r.history.item}  # fmt: skip
     assert {"report/report/_type", "report/paired/_type", "report/figures/confusion_toy_daam/_type"} <= logged
+
+
+def test_deviations_from_the_experiment_config():
+    from omegaconf import OmegaConf
+
+    from daamlab.report.protocol import deviations
+
+    cfg = OmegaConf.create(
+        {"modality_name": "speech", "seed": 3, "data": {"fold": 4, "batch_size": 8, "dev_fraction": 0.0},
+         "optim": {"lr": 1e-4, "weight_decay": 0.01}, "trainer": {"max_epochs": 2}}
+    )  # fmt: skip
+    # paper_iemocap fixes 35 epochs; the swept seed and fold are not protocol
+    assert deviations(cfg, "paper_iemocap") == ["trainer.max_epochs=2"]
+    cfg.optim.lr, cfg.data.dev_fraction = 3e-3, 0.2
+    assert deviations(cfg, "paper_iemocap") == [
+        "data.dev_fraction=0.2",
+        "optim.lr=0.003",
+        "trainer.max_epochs=2",
+    ]
+    cfg.search = {"role": "tuned", "keys": ["optim.lr"]}  # what the search chose is no deviation
+    assert deviations(cfg, "paper_iemocap") == ["data.dev_fraction=0.2", "trainer.max_epochs=2"]
