@@ -69,10 +69,12 @@ def experiment_name(cfg: DictConfig) -> str | None:
 
 
 def variant(cfg: DictConfig) -> str:
-    """The variant's name as the report prints it (attention + options changed from its config)."""
+    """The variant's name as the report prints it (attention + options changed from its config); a
+    search's runs by their role (`daam (trial)`, `daam (tuned)`): their options are the search's."""
     from daamlab.report.collect import variant_label
 
-    return variant_label(cfg)
+    role = OmegaConf.select(cfg, "search.role")
+    return f"{cfg.attention.name} ({role})" if role else variant_label(cfg)
 
 
 def run_name(cfg: DictConfig) -> str:
