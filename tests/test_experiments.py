@@ -142,7 +142,13 @@ def test_wandb_offline_run_holds_the_metrics_and_figure(tmp_path):
     (run_dir,) = (tmp_path / "train" / "runs").iterdir()
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     log = next(offline.glob("run-*.wandb")).read_bytes()
-    for key in (b"best_val_acc", b"val/acc", b"params/attention", b"test/acc", b"seed1"):
+    for key in (
+        b"val/acc_best",
+        b"val/acc",
+        b"params/attention",
+        b"test/acc",
+        b"daam-s1",
+    ):  # daam-s1: the run name
         assert key in log, key
     assert list((offline / "files" / "media" / "images").glob("importance_*.png"))
     assert RunRecord.read(run_dir / "metrics.json").status == "complete"

@@ -68,7 +68,6 @@ class RunRecord:
             "fold": pick("data.fold"),
             "seed": pick("seed"),
             "tags": [str(t) for t in (pick("tags") or [])],
-            "experiment": pick("experiment_name"),
         }
 
     @classmethod

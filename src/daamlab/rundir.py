@@ -45,7 +45,7 @@ JOB_FOLDER_CHARS = (
 
 # how a run is filed, logged and launched, not what it computes: a re-run that changes only these
 # (another logger, a sweep moved to another disk) is the same run
-NOT_IDENTITY = ("sweep_name", "logger", "paths", "launcher", "print_config", "experiment_name")
+NOT_IDENTITY = ("sweep_name", "logger", "paths", "launcher", "print_config")
 
 
 def job_folder(overrides: str) -> str:

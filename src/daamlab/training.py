@@ -34,7 +34,7 @@ from daamlab.predictions import write_predictions
 from daamlab.provenance import provenance
 from daamlab.record import RunRecord
 from daamlab.results_table import results_table
-from daamlab.tracking import log_config, log_results
+from daamlab.tracking import experiment_name, log_config, log_results, run_tags
 from daamlab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,14 @@ def _train(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
     figures = write_artifacts(out_dir, cfg, dm, model, tested=bool(test))
     record = RunRecord(
         status="complete",
-        **{**RunRecord.identity(cfg), "decoder": model.hparams.decoder["name"]},  # LoRA's head is linear
+        **{
+            **RunRecord.identity(cfg),
+            "decoder": model.hparams.decoder["name"],  # LoRA's head is linear whatever cfg.decoder says
+            "tags": run_tags(
+                cfg
+            ),  # structured + the config's: the report finds `experiment:` whatever tags= says
+            "experiment": experiment_name(cfg),
+        },
         best_val_acc=float(model.best_val_acc),
         best_epoch=int(model.best_epoch),
         epochs=trainer.current_epoch,
@@ -97,7 +104,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
         wall_time_s=round(time.time() - started, 2),
     )
     record.write(out_dir / rundir.METRICS)  # refuses `complete` with no epoch or non-finite numbers
-    log_results(loggers, record, figures)
+    log_results(loggers, record, figures, out_dir)
     log.info("best val acc %.4f (epoch %d); test %s", record.best_val_acc, record.best_epoch, test)
     print(f"\n{results_table([record])}\nrun directory: {out_dir}")
     return record

@@ -14,7 +14,7 @@ import logging
 import queue
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -59,15 +59,22 @@ def input_length(x: Any) -> int:
 
 
 def encode_part(
-    encoder: LayerEncoder, inputs: list[Any], batch_size: int, ids: list[str] | None = None
+    encoder: LayerEncoder,
+    inputs: list[Any],
+    batch_size: int,
+    ids: list[str] | None = None,
+    on_batch: Callable[[int], Any] | None = None,
 ) -> np.ndarray:
-    """(n, N, d) float16 features in input order, batched by length; `ids` name bad items in errors."""
+    """(n, N, d) float16 features in input order, batched by length; `ids` name bad items in errors.
+    `on_batch(n)` after each batch: the progress bar moves per batch, not per part of 256 items."""
     lengths = [input_length(x) for x in inputs]
     order = sorted(range(len(inputs)), key=lambda i: -lengths[i])  # stable: ties keep source order
     out = np.empty((len(inputs), encoder.num_layers, encoder.dim), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         out[rows] = encoder.encode([inputs[i] for i in rows]).numpy()
+        if on_batch is not None:
+            on_batch(len(rows))
     half = out.astype(np.float16)
     bad = ~np.isfinite(half).all(axis=(1, 2))
     if bad.any():
@@ -254,7 +261,8 @@ def _extract_parts(
                         with torch.random.fork_rng():
                             encoder = _build_encoder(cfg, source, cache)
                     batch_size = int(cfg.encoder.get("batch_size") or 8)
-                    features = encode_part(encoder, inputs, batch_size, [r["id"] for r in part.rows])
+                    ids = [r["id"] for r in part.rows]
+                    features = encode_part(encoder, inputs, batch_size, ids, on_batch=bar.update)
                     info = {
                         "fingerprint": fp,
                         "part_size": part_size,
@@ -268,8 +276,9 @@ def _extract_parts(
                             f"part {part.index} of {cache / split} did not read back whole just after it "
                             "was written: check the disk under paths.cache_dir"
                         )
+                else:  # found (or another shard's): no batches moved the bar
+                    bar.update(len(inputs))
                 records[split].append(record)
-                bar.update(len(inputs))
     if damaged:
         log.warning("%d damaged parts of %s were found (listed above); extracted again", len(damaged), cache)
     return records

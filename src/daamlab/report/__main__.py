@@ -1,4 +1,4 @@
-"""python -m daamlab.report <run dirs | multirun dirs | any folder above them> [--out DIR] [--paper FILE]"""
+"""python -m daamlab.report <run dirs | multirun dirs | any folder above them> [--out DIR] [--paper FILE] [--wandb]"""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         default=str(PAPER_RESULTS),
         help="the paper's numbers (YAML); 'none' leaves the paper column out",
     )
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the report's tables and figures to a W&B run of the runs' group (offline by default)",
+    )
     args = parser.parse_args(argv)
     try:
         report = build_report(args.paths, args.out, None if args.paper == "none" else Path(args.paper))
@@ -30,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daamlab: error: {e}", file=sys.stderr)
         return 2
     print(report.read_text())
-    print(f"written: {report} (+ report.csv and figures in {args.out})")
+    print(f"written: {report} (+ report.csv, paired.csv and figures in {args.out})")
+    if args.wandb:
+        from daamlab.report.collect import collect
+        from daamlab.tracking import log_report
+
+        groups = sorted({r.group for r in collect(args.paths)[0] if r.group})
+        print(f"W&B: {log_report(args.out, groups)}")
     return 0
 
 

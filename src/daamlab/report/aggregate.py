@@ -122,10 +122,16 @@ class Section:
     paper: PaperTable | None = None
     compare: bool = False  # paper numbers are on this dataset: Δ is meaningful
     note: str = ""
+    # apart from the runs on protocol: "search" (hparams_search trials, scored on dev), or the protocol
+    # keys the section's runs changed ("trainer.max_epochs=2"; report/protocol.py)
+    apart: str = ""
 
     @property
     def title(self) -> str:
-        return f"{self.experiment} · {self.data}" if self.experiment else str(self.data)
+        title = f"{self.experiment} · {self.data}" if self.experiment else str(self.data)
+        if self.apart == "search":
+            return f"{title} · search trials"
+        return f"{title} · off-protocol: {self.apart}" if self.apart else title
 
     @property
     def slug(self) -> str:
@@ -136,6 +142,14 @@ class Section:
         if not (self.compare and ours and row.paper):
             return None
         return ours[0] - row.paper.mean
+
+
+_APART_NOTE = {
+    "search": "Trials of a hyper-parameter search (hparams_search=optuna): best accuracy on the dev "
+    "split, not comparable to test numbers; their best configuration re-runs as the `(tuned)` rows.",
+    "off": "Off-protocol: these runs change keys their experiment (or modality) config fixes, named in "
+    "the title; kept apart from the runs that follow it (daamlab/report/protocol.py).",
+}
 
 
 def run_key(run: Run, many_seeds: bool) -> str:
@@ -173,9 +187,11 @@ def _matches(paper_row: PaperRow, row: Row) -> bool:
 def build_sections(runs: list[Run], paper: dict[str, dict[str, PaperTable]] | None) -> list[Section]:
     grouped: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:
-        grouped[(run.experiment or "", run.data or "")].append(run)
+        apart = "search" if run.search == "trial" else ", ".join(run.off_protocol)
+        grouped[(run.experiment or "", run.data or "", apart)].append(run)
     sections = []
-    for (experiment, data), section_runs in sorted(grouped.items()):
+    order = lambda item: (item[0][0], item[0][1], item[0][2] == "search", item[0][2])  # trials last
+    for (experiment, data, apart), section_runs in sorted(grouped.items(), key=order):
         many_seeds = len({r.seed for r in section_runs}) > 1 and any(r.fold is not None for r in section_runs)
         by_row: dict[tuple, list[Run]] = defaultdict(list)
         for run in section_runs:
@@ -193,6 +209,8 @@ def build_sections(runs: list[Run], paper: dict[str, dict[str, PaperTable]] | No
                     row.keys[key] = 100 * run.best_val_acc
             rows.append(row)
         table, compare, note = _paper_for(experiment or None, data or None, paper)
+        if apart:  # not the paper's protocol: its numbers are no reference
+            table, compare, note = None, False, _APART_NOTE["search" if apart == "search" else "off"]
         keys = {k for row in rows for k in row.keys} | {run_key(r, many_seeds) for r in section_runs}
         if table is not None and table.runs == "folds" and not many_seeds:
             keys |= {f"F{k}" for k in range(1, len(table.rows[0].values) + 1)}
@@ -200,7 +218,7 @@ def build_sections(runs: list[Run], paper: dict[str, dict[str, PaperTable]] | No
         for row in rows:
             row.missing = [k for k in keys if k not in row.keys]
         sections.append(
-            Section(experiment or None, data or None, _order(rows, table), keys, table, compare, note)
+            Section(experiment or None, data or None, _order(rows, table), keys, table, compare, note, apart)
         )
     return sections
 

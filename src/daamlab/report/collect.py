@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
+from daamlab.report.protocol import deviations
 from daamlab.rundir import CONFIG, METRICS
+from daamlab.tracking import variant_label
 
-# the attention configs whose defaults name a variant: mhsa_paper with layer=22 is "mhsa_paper[layer=22]"
-ATTENTION_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "attention"
 SKIP_DIRS = {".hydra", "checkpoints", "csv", "wandb", "report"}
 
 
@@ -37,30 +37,15 @@ class Run:
     test: dict[str, float] = field(default_factory=dict)
     params: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    off_protocol: list[str] = field(default_factory=list)  # protocol keys changed (report/protocol.py)
+    search: str | None = None  # trial | tuned (hparams_search=optuna), None for a plain run
+    trial: int | None = None  # the trial's number (a tuned run: the best trial's)
+    group: str | None = None  # the sweep (sweep_name): the W&B group
 
     @property
     def gates(self) -> Path | None:
         path = self.path / "gates.npy"
         return path if path.is_file() else None
-
-
-def variant_label(cfg: DictConfig) -> str:
-    """The attention name, plus the options that differ from its config file's defaults (those
-    resolved against the run's own config, e.g. a modality's `daam_heads`)."""
-    attention = OmegaConf.to_container(cfg.attention, resolve=True)
-    name = attention["name"]
-    defaults_path = ATTENTION_CONFIGS / f"{name}.yaml"
-    if not defaults_path.is_file():
-        return name
-    context = cfg.copy()
-    context.attention = OmegaConf.load(defaults_path)
-    defaults = OmegaConf.to_container(context.attention, resolve=True)
-    changed = [f"{k}={_fmt(v)}" for k, v in sorted(attention.items()) if k != "name" and defaults.get(k) != v]
-    return f"{name}[{','.join(changed)}]" if changed else name
-
-
-def _fmt(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _tag(tags: list[str], key: str) -> str | None:
@@ -95,11 +80,18 @@ def read_run(path: Path) -> Run:
     tags = list(pick(record.tags if record else None, "tags") or [])
     status = record.status if record is not None else "incomplete"
     layers = OmegaConf.select(cfg, "data.layers") if cfg is not None else None
+    experiment = _tag(tags, "experiment")
+    search = OmegaConf.select(cfg, "search.role") if cfg is not None else None
+    if search:  # a trial's or a tuned run's options are the search's: named by role, not by value
+        trial = OmegaConf.select(cfg, "search.trial")
+        variant = (
+            f"{cfg.attention.name} (tuned)" if search == "tuned" else f"{cfg.attention.name} trial {trial}"
+        )
     return Run(
         path=path,
         status=status,
         variant=variant,
-        experiment=_tag(tags, "experiment"),
+        experiment=experiment,
         data=pick(record.data if record else None, "data.name"),
         fold=pick(record.fold if record else None, "data.fold"),
         seed=pick(record.seed if record else None, "seed"),
@@ -109,6 +101,10 @@ def read_run(path: Path) -> Run:
         test=record.test if record else {},
         params=record.params if record else {},
         error=record.error if record else None,
+        off_protocol=deviations(cfg, experiment) if cfg is not None else [],
+        search=search,
+        trial=OmegaConf.select(cfg, "search.trial") if cfg is not None else None,
+        group=OmegaConf.select(cfg, "sweep_name") if cfg is not None else None,
     )
 
 

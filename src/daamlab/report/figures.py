@@ -84,3 +84,45 @@ def if_vs_occlusion_figure(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def confusion_figure(section: Section, row: Row, path: Path) -> Path | None:
+    """The row's confusion matrix, summed over its runs' predictions.csv, each true class's row
+    normalised to 1 (the counts are printed in the cells)."""
+    import csv
+
+    counts: dict[tuple[str, str], int] = {}
+    classes: list[str] = []
+    runs = 0
+    for run in row.runs:
+        path_csv = run.path / "predictions.csv"
+        if run.status != "complete" or not path_csv.is_file():
+            continue
+        with path_csv.open(newline="") as f:
+            reader = csv.DictReader(f)
+            classes = classes or [c.removeprefix("p_") for c in reader.fieldnames if c.startswith("p_")]
+            for r in reader:
+                counts[(r["label"], r["prediction"])] = counts.get((r["label"], r["prediction"]), 0) + 1
+        runs += 1
+    if not runs:
+        return None
+    m = np.array([[counts.get((t, p), 0) for p in classes] for t in classes], dtype=np.float64)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    plt = _pyplot()
+    side = 1.0 + 0.6 * len(classes)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    if len(classes) <= 20:  # beyond that (CIFAR-100) the numbers are unreadable; the colours remain
+        for i, j in np.ndindex(m.shape):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
+                    color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+        ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{section.title}: {row.label} ({runs} run{'s' if runs > 1 else ''})", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -9,6 +9,7 @@ import numpy as np
 
 from daamlab.report.aggregate import TEST_METRICS, Row, Section
 from daamlab.report.collect import Run
+from daamlab.report.stats import Comparison, PairedResult, section_comparisons
 
 STD_NOTE = (
     "Accuracy in %. Ours: mean ± std over folds/seeds of each run's best validation accuracy (the "
@@ -70,6 +71,8 @@ def section_markdown(section: Section, figures: dict[str, Path], out_dir: Path) 
     dups = [f"{row.label}: {', '.join(map(str, row.duplicates))}" for row in section.rows if row.duplicates]
     if dups:
         lines += ["", "Duplicate runs, not counted: " + "; ".join(dups) + "."]
+    if section.apart != "search":  # trials are one configuration each: nothing to pair
+        lines += paired_markdown(section_comparisons(section.rows))
     for name, path in figures.items():
         lines += ["", f"![{name}]({path.relative_to(out_dir)})"]
     return lines + [""]
@@ -131,6 +134,47 @@ def if_vs_occlusion_markdown(sections: list[Section], out_dir: Path) -> list[str
     return lines + [""]
 
 
+PAIRED_NOTE = (
+    "Test accuracy in %, A − B. Runs: mean over folds of the per-fold difference (seeds averaged "
+    "within a fold; without folds, per seed), 95% t interval, exact two-sided sign-flip p (with n "
+    "units it cannot go below 2/2^n); items: paired bootstrap over test items, resampled within each "
+    "fold (10,000 times). The tests assume that, were A and B equally good, each fold's (or seed's) "
+    "difference and each item's would be as likely negative as positive, independently of the others; "
+    "they ignore that under the paper's protocol the checkpoint was chosen on these same test items."
+)
+
+
+def _interval(r: PairedResult) -> str:
+    return "—" if r.low is None else f"[{r.low:+.2f}, {r.high:+.2f}]"
+
+
+def paired_markdown(comparisons: list[Comparison]) -> list[str]:
+    """The "Paired comparisons" table of a section (report/stats.py), or nothing with one variant."""
+    if not comparisons:
+        return []
+    header = [
+        "A",
+        "B",
+        "Δ runs",
+        "95% CI",
+        "p (sign-flip)",
+        "n",
+        "Δ items",
+        "95% CI",
+        "p (bootstrap)",
+        "items",
+    ]
+    lines = ["", "### Paired comparisons", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in comparisons:
+        cells = [c.a, c.b, f"{c.runs.mean:+.2f}", _interval(c.runs), f"{c.runs.p:.3g}", str(c.runs.n)]
+        if c.items is not None:
+            cells += [f"{c.items.mean:+.2f}", _interval(c.items), f"{c.items.p:.3g}", str(c.items.n)]
+        else:
+            cells += ["—", "—", "—", c.note or "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", PAIRED_NOTE]
+
+
 def report_markdown(
     sections: list[Section],
     runs: list[Run],
@@ -161,6 +205,26 @@ def report_markdown(
         lines += [f"- `{sweep}`: `{job}`" for sweep, job in never_ran]
         lines.append("")
     return "\n".join(lines)
+
+
+PAIRED_FIELDS = ["section", "a", "b", "test", "mean", "low", "high", "p", "n"]
+
+
+def write_paired_csv(sections: list[Section], path: Path) -> None:
+    """paired.csv: the paired comparisons of every section, one row per pair and test (runs, items)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PAIRED_FIELDS)
+        writer.writeheader()
+        for section in sections:
+            if section.apart == "search":
+                continue
+            for c in section_comparisons(section.rows):
+                for test, r in (("runs", c.runs), ("items", c.items)):
+                    if r is not None:
+                        writer.writerow({
+                            "section": section.title, "a": c.a, "b": c.b, "test": test, "mean": _num(r.mean),
+                            "low": _num(r.low), "high": _num(r.high), "p": _num(r.p), "n": r.n,
+                        })  # fmt: skip
 
 
 CSV_FIELDS = [

@@ -31,6 +31,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import soundfile as sf
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from daamlab.errors import DaamlabError
 from daamlab.sources.base import Item, waveform_16k
@@ -173,7 +174,10 @@ class EspeakEmotionSource:
 
         try:
             with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # espeak-ng runs as processes
-                list(pool.map(write, self.plan))
+                done = pool.map(write, self.plan)
+                bar = tqdm(done, total=len(self.plan), desc="synthesise", unit="clip", mininterval=1.0)
+                for _ in bar:  # clips/s and ETA; map yields in order, so the bar follows the slowest
+                    pass
             with open(tmp / "manifest.jsonl", "w") as f:
                 for utt in self.plan:
                     f.write(json.dumps({**asdict(utt), "espeak_ng": version}) + "\n")

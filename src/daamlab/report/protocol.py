@@ -1,0 +1,59 @@
+"""Which runs follow their protocol, and which are search trials or tuned re-runs.
+
+The rule, kept simple: a run's protocol is the config file that chose it, its experiment
+(configs/experiment/<name>.yaml) or else its modality (configs/modality/<name>.yaml). Every plain
+value that file sets, plus data.dev_fraction (0, validation on test, unless the file says otherwise),
+must be the run's too; the keys a sweep varies (seed, data.fold) and how a run is filed (tags,
+sweep_name) are not protocol. A run that changes any is off-protocol (e.g. trainer.max_epochs=2): the
+report keeps it in a section of its own, named by what changed. A tuned run's searched keys
+(`search.keys`) are what the search chose, not deviations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+NOT_PROTOCOL = {"defaults", "tags", "sweep_name", "seed", "data.fold", "modality_name"}
+ALWAYS = {"data.dev_fraction": 0.0}  # what "best validation accuracy" means: on test, or on a dev split
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out |= _leaves(v, f"{prefix}{k}.")
+        return out
+    return {prefix[:-1]: node}
+
+
+def protocol_values(experiment: str | None, modality: str | None) -> dict[str, Any]:
+    """Key -> value the protocol fixes (interpolations, which depend on the run, are left out)."""
+    path = CONFIGS / ("experiment" if experiment else "modality") / f"{experiment or modality}.yaml"
+    if not (experiment or modality) or not path.is_file():
+        return dict(ALWAYS)
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    fixed = {k: v for k, v in _leaves(raw).items() if k not in NOT_PROTOCOL}
+    fixed = {k: v for k, v in fixed.items() if not (isinstance(v, str) and "${" in v)}
+    return {**ALWAYS, **fixed}
+
+
+def deviations(cfg: DictConfig, experiment: str | None) -> list[str]:
+    """`key=value` for every protocol key the run's config.yaml sets otherwise, sorted."""
+    searched = set(OmegaConf.select(cfg, "search.keys", default=[]) or [])
+    out = []
+    for key, want in protocol_values(experiment, OmegaConf.select(cfg, "modality_name")).items():
+        have = OmegaConf.select(cfg, key, default=want)
+        if key not in searched and have != want and not _same_number(have, want):
+            out.append(f"{key}={have}")
+    return sorted(out)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    return (
+        isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and float(a) == float(b)
+    )
