@@ -8,7 +8,7 @@ import struct
 import time
 from pathlib import Path
 
-from daamlab.runs import run_cli
+from daamlab.cli import run_cli
 from omegaconf import open_dict
 
 from daamlab.training import train
