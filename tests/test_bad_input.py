@@ -65,8 +65,8 @@ def cli(compose, out: Path, overrides: list[str], capsys) -> tuple[int, str]:
     [
         (["attention.num_heads=5"], "num_heads=5 does not divide the encoder's 24 layers"),
         (["data.fold=9"], "data.fold=9 is not a fold"),
-        (["optim.lr=fast"], "optim.lr must be a number > 0, got 'fast'"),
-        (["data.batch_size=many"], "data.batch_size must be a whole number >= 1, got 'many'"),
+        (["optim.lr=fast"], "optim.lr='fast' is not valid: it must be a finite number > 0"),
+        (["data.batch_size=many"], "data.batch_size='many' is not valid: it must be a whole number >= 1"),
     ],
 )
 def test_config_and_data_errors(compose, tmp_path, capsys, overrides, message):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from daamlab.runs import run_cli
+from daamlab.cli import run_cli
 from omegaconf import open_dict
 
 from daamlab.errors import DaamlabError

@@ -103,7 +103,7 @@ def test_ddp_two_processes_equal_one_process_with_the_global_batch(tmp_path):
 
 def test_ddp_jobs_of_a_multirun_each_equal_one_process(tmp_path):
     """Lightning relaunches ranks >= 1 from sys.argv: inside a multirun each job must start its own
-    ranks, as that job, in that job's folder (daamlab.runs.ddp_relaunches_this_job)."""
+    ranks, as that job, in that job's folder (daamlab.cli.ddp_relaunches_this_job)."""
     sweep = ["-m", *RUN, "trainer.max_epochs=3", "trainer.accelerator=cpu", "attention=daam,none"]
 
     def results(name: str, *overrides: str) -> dict[str, dict]:
