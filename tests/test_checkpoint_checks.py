@@ -183,7 +183,7 @@ def test_eval_refuses_a_hostile_checkpoint_in_the_run_directory(compose, run_dir
 
 def test_eval_of_the_real_checkpoint_still_scores_it(compose, run_dir, tmp_path):
     metrics = evaluate(eval_cfg(compose, real_checkpoint(run_dir), tmp_path / "eval"))
-    assert metrics["attention"] == "daam" and 0.0 <= metrics["test"]["acc"] <= 1.0
+    assert metrics.attention == "daam" and 0.0 <= metrics.test["acc"] <= 1.0
 
 
 @pytest.mark.parametrize("kind", ["text", "truncated_tail", "unsafe_pickle", "other_variant", "other_shape"])
