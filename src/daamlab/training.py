@@ -170,9 +170,15 @@ def _run_config(ckpt: Path) -> DictConfig:
 
 def evaluate(cfg: DictConfig) -> RunRecord:
     """Test a checkpoint on its run's test split; the data protocol comes from the run's own config."""
-    ckpt_path = cfg.get("ckpt_path")
-    ckpt = Path(str(ckpt_path)) if ckpt_path else None
-    if ckpt is None or not ckpt.is_file():
+    validate(cfg, needs_data=False)  # the trainer's keys; the data protocol is the run's own
+    ckpt_path = OmegaConf.select(cfg, "ckpt_path", default=None)  # ??? (not given) reads as None
+    if not ckpt_path:
+        raise DaamlabError(
+            "ckpt_path is not set: give the checkpoint to score, e.g. "
+            "python eval.py ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
+        )
+    ckpt = Path(str(ckpt_path))
+    if not ckpt.is_file():
         raise DaamlabError(f"ckpt_path={ckpt_path} is not a file; point it at a run's checkpoints/*.ckpt")
     out_dir = Path(cfg.paths.output_dir)
     if rundir.holds_training_run(out_dir):
