@@ -395,6 +395,7 @@ REPORT_CASES = [
     ("config-corrupt", lambda d: (d / "config.yaml").write_text("a: [unclosed\n"), [], "cannot be read as YAML"),
     ("config-a-list", lambda d: (d / "config.yaml").write_text("- 1\n- 2\n"), [], "config.yaml"),
     ("paper-corrupt", None, ["--paper", "{tmp}/paper.yaml"], "paper.yaml"),
+    ("paper-wrong-shape", None, ["--paper", "{tmp}/paper2.yaml"], "paper2.yaml is not a paper results file"),
     ("paper-missing", None, ["--paper", "{tmp}/nope.yaml"], "nope.yaml"),
     ("out-a-file", None, ["--out", "{tmp}/file"], "file"),
     ("path-missing", None, ["{tmp}/nothing"], "is not a directory"),
@@ -411,6 +412,7 @@ def test_hostile_report_input(case, tmp_path, capsys):
     if damage:
         damage(runs / "a")
     (tmp_path / "paper.yaml").write_text("experiments: [unclosed\n")
+    (tmp_path / "paper2.yaml").write_text("experiments: {paper_iemocap: {iemocap: {rows: 3}}}\n")
     (tmp_path / "file").write_text("precious\n")
     out = tmp_path / "report"
     args = [a.format(tmp=tmp_path) for a in extra]

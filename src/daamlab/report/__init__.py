@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from daamlab.io import write_text
 from daamlab.report.aggregate import build_sections, load_paper, mean_std
 from daamlab.report.collect import collect
 from daamlab.report.figures import accuracy_figure, importance_figure
@@ -35,7 +36,7 @@ def build_report(paths: list[Path], out_dir: Path, paper_path: Path | None = PAP
                 figs[f"Importance Factor: {row.label}"] = imp
     write_csv(sections, out_dir / "report.csv")
     report = out_dir / "report.md"
-    report.write_text(report_markdown(sections, runs, never_ran, figures, out_dir))
+    write_text(report, report_markdown(sections, runs, never_ran, figures, out_dir))  # a full disk keeps the old one
     return report
 
 
