@@ -473,9 +473,9 @@ TRAIN = ["modality=toy", *TOY]
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["attention=daam3"], "attention=daam3"),  # Hydra's composition error
-        (["data=nope"], "data=nope"),
-        (["seed=[1"], "seed=[1"),  # an override Hydra cannot parse
+        (["attention=daam3"], "Could not find 'attention/daam3' Available options in 'attention': daam"),  # Hydra's composition error
+        (["data=nope"], "Could not find 'data/nope'"),
+        (["seed=[1"], "cannot parse the override 'seed=[1'"),  # an override Hydra cannot parse
         (["modality=null"], "modality=null"),
         (["hydra.run.dir={tmp}/" + "r" * 300], "File name too long"),  # Hydra mkdirs it before our task
         (["hydra.run.dir={tmp}/file/run"], "is a file"),
