@@ -124,7 +124,12 @@ def run_test(
     """Test the best checkpoint (the current weights when there is none, e.g. callbacks=none)."""
     if not cfg.get("test", True):
         return {}
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback else ""
+    if best and not Path(best).is_file() and callback.dirpath:
+        # resumed from a last.ckpt saved before the run (or its sweep) was moved: the best checkpoint's
+        # path in it is the old one; the file is in this run's checkpoints/ folder under its own name
+        best = str(Path(callback.dirpath) / Path(best).name)
     if not best:
         log.warning("no best checkpoint; testing the current weights")
     results = trainer.test(model, datamodule=dm, ckpt_path=best or None, weights_only=True)
