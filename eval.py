@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from daamlab import resolvers
-from daamlab.cli import run_cli
+from daamlab.cli import hydra_main, run_cli
 from daamlab.training import evaluate
 
 resolvers.register()
@@ -16,4 +16,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_main(main)  # Hydra's own start-up errors get the exit policy too (daamlab/cli.py)

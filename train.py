@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from daamlab import resolvers
-from daamlab.cli import run_cli
+from daamlab.cli import hydra_main, run_cli
 from daamlab.training import train
 
 resolvers.register()
@@ -17,4 +17,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_main(main)  # Hydra's own start-up errors get the exit policy too (daamlab/cli.py)

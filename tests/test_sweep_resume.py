@@ -60,7 +60,7 @@ def test_rerun_of_a_killed_sweep_retrains_only_the_unfinished_job(tmp_path):
     second = run_train(*args)
     assert second.returncode == 0, second.stderr[-2000:]
     log = second.stdout + second.stderr
-    assert log.count("already complete") == 1 and str(jobs["attention=daam"]) in log
+    assert log.count("already complete (best val acc") == 1 and str(jobs["attention=daam"]) in log
     assert (done.stat().st_mtime_ns, done.read_text()) == before  # not retrained, not rewritten
     assert RunRecord.read(killed).status == "complete"  # retrained
     runs, never_ran = collect([sweep])

@@ -8,9 +8,9 @@ import struct
 import time
 from pathlib import Path
 
-from daamlab.cli import run_cli
 from omegaconf import open_dict
 
+from daamlab.cli import run_cli
 from daamlab.training import train
 
 SMALL = [

@@ -4,6 +4,11 @@ DDP relaunches inside a multirun, and what a job must give back to the process w
 Exit policy: bad input (a DaamlabError, also one raised inside a config resolver) and the
 expected OS failures (a full or read-only disk, a name too long, a path that is a file) end in
 one line on stderr and exit status 2; anything else is a bug and keeps its traceback.
+
+Two layers apply it: `run_cli` around the task (in a multirun, per job: the sweep goes on), and
+`hydra_main` around the whole `@hydra.main` function, for what fails before or after any task runs:
+Hydra's own start (an unknown config name, an override it cannot parse, a run or sweep folder it
+cannot make: a name over 255 bytes, a path through a file, a full disk) and a multirun's end.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +27,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, read_write
 
 from daamlab.errors import DaamlabError
+
+# the exception run_cli let through as a bug: hydra_main must not dress it up as a Hydra error
+_task_bug: BaseException | None = None
 
 OS_ERRORS = {
     errno.ENOSPC: "free disk space or point paths.log_dir / paths.cache_dir at another disk",
@@ -122,8 +131,51 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except Exception as e:
         message = one_line(e)
         if message is None:
+            global _task_bug
+            _task_bug = e
             raise
         print(f"daamlab: error: {message}", file=sys.stderr)
         if in_multirun():
             return None
+        raise SystemExit(2) from None
+
+
+def hydra_error(e: BaseException) -> str | None:
+    """The message of an error Hydra (or OmegaConf, composing for it) raised on the command line it was
+    given: an unknown config group or option, an override it cannot parse, a value it cannot compose."""
+    from hydra.errors import HydraException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if e is _task_bug:
+        return None
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    if not (
+        isinstance(e, HydraException | OmegaConfBaseException) or module.startswith(("hydra.", "omegaconf."))
+    ):
+        return None
+    text = " ".join(str(e).split()).split(" Config search path:")[0] or type(e).__name__
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse the override {e.override!r}: {text}"
+    if not isinstance(e, HydraException):  # Hydra's message names no override: show them
+        text = f"{text}; in the overrides {' '.join(sys.argv[1:])[:300]!r}"
+    return f"{text} (python {Path(sys.argv[0]).name} --help lists the config groups and options)"
+
+
+def hydra_main(main: Callable[[], Any]) -> None:
+    """Run an entry point's `@hydra.main` function under the exit policy, Hydra's own start included.
+
+    Hydra prints its start-up errors itself (a traceback for an OSError, exit 1) unless
+    HYDRA_FULL_ERROR is set: set, it raises them here, where they get the one line and exit 2.
+    A bug inside the task keeps its traceback (run_cli re-raised it)."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except Exception as e:
+        message = one_line(e) or hydra_error(e)
+        if message is None:
+            raise
+        print(f"daamlab: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None

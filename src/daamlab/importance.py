@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from daamlab.attention import gated_names
 from daamlab.errors import DaamlabError
+from daamlab.io import write_figure, write_npy
 
 ARRAY = "importance.npy"
 FIGURE = "importance.png"
@@ -78,7 +79,7 @@ def plot_importance(
     ax_curve.set_title(f"per layer ({share.min():.2f}-{share.max():.2f}%)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig)
     plt.close(fig)
 
 
@@ -86,7 +87,7 @@ def save_importance(
     out_dir: Path, gates: np.ndarray, layers: Sequence[int] | None = None, title: str = ""
 ) -> Path:
     """Write a run's IF array and its heatmap + per-layer curve; returns the figure's path."""
-    np.save(out_dir / ARRAY, importance_factor(gates).astype(np.float32))
+    write_npy(out_dir / ARRAY, importance_factor(gates).astype(np.float32))
     plot_importance(gates, out_dir / FIGURE, layers, title)
     return out_dir / FIGURE
 

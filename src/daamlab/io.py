@@ -44,6 +44,12 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
 
 
+def write_figure(path: Path, fig: Any, dpi: int = 110) -> None:
+    """A matplotlib figure, in the format its suffix names (.png)."""
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=dpi))
+
+
 @contextmanager
 def exclusive(lock_path: Path, *, wait: bool) -> Iterator[bool]:
     """An flock on `lock_path` (the OS releases it if the process dies); yields whether it is held.

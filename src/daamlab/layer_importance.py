@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from daamlab.importance import importance_factor
+from daamlab.io import write_figure, write_npy, write_text
 from daamlab.models.classifier import Classifier
 from daamlab.models.encoder_classifier import EncoderClassifier
 
@@ -138,7 +139,7 @@ def plot_layer_importance(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig)
     plt.close(fig)
 
 
@@ -159,7 +160,7 @@ def save_layer_importance(out_dir: Path, model: nn.Module, datamodule, title: st
         for key, measure in (("spearman_if_nll", "nll_increase"), ("spearman_if_acc", "acc_drop")):
             rho = spearman(per_layer, result[measure])
             result[key] = None if np.isnan(rho) else rho  # JSON has no nan
-    np.save(out_dir / ARRAY, np.asarray(result["nll_increase"], dtype=np.float32))
-    (out_dir / SUMMARY).write_text(json.dumps(result, indent=1) + "\n")
+    write_npy(out_dir / ARRAY, np.asarray(result["nll_increase"], dtype=np.float32))
+    write_text(out_dir / SUMMARY, json.dumps(result, indent=1) + "\n")
     plot_layer_importance(result, out_dir / FIGURE, result["layers"], gates, title)
     return out_dir / FIGURE

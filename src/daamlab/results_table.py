@@ -16,6 +16,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
 
 COLUMNS = ("modality", "attention", "runs", "test acc", "test uar", "best val acc", "head params")
@@ -66,10 +67,17 @@ def sweep_records(root: Path) -> list[tuple[Path, RunRecord | None]]:
     jobs = sorted(
         {p.parent for p in root.rglob("config.yaml")} | {p.parent for p in root.rglob("metrics.json")}
     )
-    return [
-        (job, RunRecord.read(job / "metrics.json") if (job / "metrics.json").is_file() else None)
-        for job in jobs
-    ]
+    return [(job, _read(job / "metrics.json")) for job in jobs]
+
+
+def _read(path: Path) -> RunRecord | None:
+    """A job's record; one that cannot be read (damaged, foreign) counts as failed, with why."""
+    if not path.is_file():
+        return None
+    try:
+        return RunRecord.read(path)
+    except DaamlabError as e:
+        return RunRecord(status="failed", error=" ".join(str(e).split()))
 
 
 def complete_runs(root: Path) -> list[RunRecord]:

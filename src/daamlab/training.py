@@ -131,7 +131,12 @@ def run_test(
     """Test the best checkpoint (the current weights when there is none, e.g. callbacks=none)."""
     if not cfg.get("test", True):
         return {}
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    callback = trainer.checkpoint_callback
+    best = callback.best_model_path if callback else ""
+    if best and not Path(best).is_file() and callback.dirpath:
+        # resumed from a last.ckpt saved before the run (or its sweep) was moved: the best checkpoint's
+        # path in it is the old one; the file is in this run's checkpoints/ folder under its own name
+        best = str(Path(callback.dirpath) / Path(best).name)
     if not best:
         log.warning("no best checkpoint; testing the current weights")
     results = trainer.test(model, datamodule=dm, ckpt_path=best or None, weights_only=True)
@@ -177,9 +182,15 @@ def _run_config(ckpt: Path) -> DictConfig:
 
 def evaluate(cfg: DictConfig) -> RunRecord:
     """Test a checkpoint on its run's test split; the data protocol comes from the run's own config."""
-    ckpt_path = cfg.get("ckpt_path")
-    ckpt = Path(str(ckpt_path)) if ckpt_path else None
-    if ckpt is None or not ckpt.is_file():
+    validate(cfg, needs_data=False)  # the trainer's keys; the data protocol is the run's own
+    ckpt_path = OmegaConf.select(cfg, "ckpt_path", default=None)  # ??? (not given) reads as None
+    if not ckpt_path:
+        raise DaamlabError(
+            "ckpt_path is not set: give the checkpoint to score, e.g. "
+            "python eval.py ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
+        )
+    ckpt = Path(str(ckpt_path))
+    if not ckpt.is_file():
         raise DaamlabError(f"ckpt_path={ckpt_path} is not a file; point it at a run's checkpoints/*.ckpt")
     out_dir = Path(cfg.paths.output_dir)
     if rundir.holds_training_run(out_dir):

@@ -64,6 +64,55 @@ def layer_list(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(_whole(k) and k >= 0 for k in v) and len(set(v)) == len(v)
 
 
+def one_of(*allowed: Any) -> Callable[[Any], bool]:
+    return lambda v: any(type(v) is type(a) and v == a for a in allowed)
+
+
+def boolean(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def text(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+def span(lo: float, hi: float) -> Callable[[Any], bool]:
+    """[min, max] with lo <= min <= max <= hi."""
+    return lambda v: (
+        isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v) and lo <= v[0] <= v[1] <= hi
+    )
+
+
+def map_shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(_whole(x) and x >= 1 for x in v)
+
+
+def devices(v: Any) -> bool:  # Lightning's: a count >= 1, "auto", or a list of device indices
+    return (
+        (_whole(v) and v >= 1)
+        or v == "auto"
+        or (isinstance(v, list) and bool(v) and all(_whole(x) and x >= 0 for x in v))
+    )
+
+
+# Lightning's accepted precisions (lightning.fabric.connector._PRECISION_INPUT)
+PRECISIONS = (
+    64,
+    32,
+    16,
+    "64",
+    "32",
+    "16",
+    "bf16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+)
+
+
 def chunk(v: Any) -> bool:  # 0 keeps utterances whole; otherwise at least 0.1 s (a frame of every encoder)
     return _number(v) and (v == 0 or v >= 0.1)
 
@@ -119,7 +168,81 @@ RULES = (
     ),
     Rule("attention.delta_init", number(), "a finite number", "attention.delta_init=0.0"),
     Rule("attention.dropout", number(0, 1, hi_open=True), "a number in [0, 1)", "attention.dropout=0.1"),
+    Rule("data.num_train", whole(1), "a whole number of training items >= 1", "data.num_train=2000"),
+    Rule("data.num_test", whole(1), "a whole number of test items >= 1", "data.num_test=500"),
+    Rule("data.num_classes", whole(2), "a whole number of classes >= 2", "data.num_classes=4"),
+    Rule("data.num_groups", whole(1), "a whole number >= 1", "data.num_groups=5"),
+    Rule("data.num_layers", whole(1), "a whole number >= 1", "data.num_layers=24"),
+    Rule("data.dim", whole(1), "a whole number >= 1", "data.dim=64"),
+    Rule("data.seed", whole(0), "a whole number >= 0", "data.seed=0"),
+    Rule("data.signal_strength", number(), "a finite number", "data.signal_strength=0.5"),
+    Rule("data.distractor_std", number(0), "a finite number >= 0", "data.distractor_std=3.0"),
+    Rule("data.kind", one_of("audio", "image", "text"), "audio, image or text", "data.kind=audio"),
+    Rule("data.num_broken", whole(0), "a whole number >= 0", "data.num_broken=0"),
+    Rule("data.delay_s", number(0), "a finite number of seconds >= 0", "data.delay_s=0.0"),
+    Rule(
+        "data.root",
+        text,
+        "a folder path, or null for the source's default",
+        "data.root=/data/iemocap",
+        optional=True,
+    ),
+    Rule("attention.num_heads", whole(1), "a whole number >= 1", "attention.num_heads=8"),
+    Rule("attention.fused", boolean, "true or false", "attention.fused=true"),
+    Rule("attention.learn_density", boolean, "true or false", "attention.learn_density=true"),
+    Rule("decoder.channels", whole(1), "a whole number >= 1", "decoder.channels=512"),
+    Rule("decoder.channels_last", boolean, "true or false", "decoder.channels_last=true"),
+    Rule(
+        "decoder.map_shape",
+        map_shape,
+        "[height, width] of whole numbers >= 1, or null",
+        "decoder.map_shape=[32,32]",
+        optional=True,
+    ),
+    Rule("loss.gamma", number(0), "a finite number >= 0", "loss.gamma=2.5"),
+    Rule("loss.alpha", number(0, 1), "a number in [0, 1]", "loss.alpha=0.25"),
+    Rule("augment.snr_db", span(-100, 200), "[min, max] dB with min <= max", "augment.snr_db=[10,30]"),
+    Rule(
+        "augment.scale",
+        span(1e-6, 1),
+        "[min, max] shares of the area in (0, 1] with min <= max",
+        "augment.scale=[0.5,1.0]",
+    ),
+    Rule("augment.flip_p", number(0, 1), "a probability in [0, 1]", "augment.flip_p=0.5"),
+    Rule("encoder.batch_size", whole(1), "a whole number >= 1", "encoder.batch_size=8"),
+    Rule("encoder.dtype", one_of("fp32", "bf16", "fp16"), "fp32, bf16 or fp16", "encoder.dtype=fp32"),
     Rule("cache.part_size", whole(1), "a whole number >= 1", "cache.part_size=256"),
+    Rule("cache.enabled", boolean, "true or false", "cache.enabled=true"),
+    Rule("cache.round_fp16", boolean, "true or false", "cache.round_fp16=false"),
+    Rule("cache.verify", one_of("full", "quick"), "full or quick", "cache.verify=full"),
+    Rule("cache.num_shards", whole(1), "a whole number >= 1", "cache.num_shards=4"),
+    Rule("cache.shard", whole(0), "a whole number >= 0 (below cache.num_shards)", "cache.shard=0"),
+    Rule(
+        "trainer.accelerator",
+        one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+        "auto, cpu or gpu",
+        "trainer=cpu",
+    ),
+    Rule(
+        "trainer.devices",
+        devices,
+        "a device count >= 1, auto, or a list of device indices",
+        "trainer.devices=1",
+    ),
+    Rule(
+        "trainer.precision",
+        one_of(*PRECISIONS),
+        f"one of Lightning's precisions {PRECISIONS}",
+        "trainer.precision=32-true",
+    ),
+    Rule("trainer.log_every_n_steps", whole(1), "a whole number >= 1", "trainer.log_every_n_steps=10"),
+    Rule("trainer.deterministic", boolean, "true or false", "trainer.deterministic=true"),
+    Rule("test", boolean, "true or false", "test=true"),
+    Rule("compile", boolean, "true or false", "compile=false"),
+    Rule("layer_importance", boolean, "true or false", "layer_importance=true"),
+    Rule("print_config", one_of("short", "full"), "short or full", "print_config=full"),
+    Rule("ckpt_path", text, "last, a checkpoint path, or null", "ckpt_path=last", optional=True),
+    Rule("sweep_name", text, "a folder name", "sweep_name=my_sweep"),
     Rule(
         "torch_threads",
         whole(1),
@@ -138,8 +261,9 @@ def check_accelerator(cfg: DictConfig) -> None:
         )
 
 
-def validate(cfg: DictConfig) -> None:
-    if OmegaConf.select(cfg, "data") is None:
+def validate(cfg: DictConfig, needs_data: bool = True) -> None:
+    """Every rule whose key the config has; eval.py's config (trainer, paths, ckpt_path) needs no data."""
+    if needs_data and OmegaConf.select(cfg, "data") is None:
         raise DaamlabError(
             "no data chosen: give modality=<name> or data=<name> (see configs/modality/, configs/data/)"
         )

@@ -6,6 +6,8 @@ the layers of a group:
     z   = (x - (mu + delta)) / sqrt(var + 1e-5)
     w   = exp(-z^2 / (2 * xi))        y = x * w
 with learnable delta (init 0) and xi (init 2) of shape (num_heads, dim): 2 * g * d parameters.
+xi is used as max(xi, 1e-3) (fused.floor_xi, a straight-through clamp): an optimiser step that pushes
+it to 0 or below cannot make NaN gates or gates above 1; config checks refuse xi_init <= 0 up front.
 DAAMv1 is g=8, DAAMv2 is g=1. `learn_density=False` freezes delta and xi at their init: the
 fixed-Gaussian baseline (`gaussian`), which isolates what learning the density adds.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from daamlab.attention.fused import NORM_EPS, VAR_FLOOR, fused_daam
+from daamlab.attention.fused import NORM_EPS, VAR_FLOOR, floor_xi, fused_daam
 from daamlab.errors import DaamlabError
 
 
@@ -66,7 +68,8 @@ class DAAM(nn.Module):
         mu = xh.mean(dim=2, keepdim=True)  # (B, g, 1, d)
         var = (xh.square().mean(dim=2, keepdim=True) - mu.square()).abs() + VAR_FLOOR
         z = (xh - (mu + self.delta[:, None])) / torch.sqrt(var + NORM_EPS)  # delta: (g, 1, d)
-        w = torch.exp(-z.square() / (2 * self.xi[:, None]))  # (B, g, N/g, d), in (0, 1] while xi > 0
+        xi = floor_xi(self.xi)[:, None]  # >= XI_FLOOR: the gates stay in (0, 1] (fused.floor_xi)
+        w = torch.exp(-z.square() / (2 * xi))  # (B, g, N/g, d)
         return w.reshape(B, N, d)
 
     def forward(self, x: torch.Tensor, return_gates: bool = False):

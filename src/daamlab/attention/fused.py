@@ -23,6 +23,19 @@ import torch
 
 VAR_FLOOR = 1e-8  # added after |var| (Algorithm 1, line 6)
 NORM_EPS = 1e-5  # inside the square root (Algorithm 1, line 8)
+XI_FLOOR = 1e-3  # the smallest xi a gate uses: exp(-z^2 / (2 xi)) is a gate in (0, 1] only while xi > 0
+
+
+def floor_xi(xi: torch.Tensor) -> torch.Tensor:
+    """xi as the gates use it: at least XI_FLOOR, whatever an optimiser step left in the parameter.
+
+    Not in the paper, which keeps xi positive only by its initialisation (2) and small learning rates:
+    xi = 0 gives NaN (0/0 at z = 0), xi < 0 gates above 1 (exp of a positive number). The floor is a
+    straight-through clamp: its value is max(xi, XI_FLOOR), its gradient is that of xi itself, so a
+    parameter pushed below the floor still gets the gradient that can bring it back (a plain clamp's
+    would be zero there). Above the floor it is xi exactly: the gates and gradients of every run with
+    xi >= XI_FLOOR are the published ones."""
+    return xi + (xi.clamp(min=XI_FLOOR) - xi).detach()
 
 
 def gate_forward(
@@ -90,8 +103,9 @@ class FusedDAAMGate(torch.autograd.Function):
 
 
 def fused_daam(x: torch.Tensor, delta: torch.Tensor, xi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x: (B, N, d); delta, xi: (g, d) -> y = x * w and the gates w, both (B, N, d)."""
+    """x: (B, N, d); delta, xi: (g, d) -> y = x * w and the gates w, both (B, N, d); xi is floored (floor_xi)."""
     B, N, d = x.shape
     g = delta.shape[0]
+    xi = floor_xi(xi)
     y, w = FusedDAAMGate.apply(x.reshape(B, g, N // g, d), delta[:, None], xi[:, None])  # (B, g, n, d)
     return y.reshape(B, N, d), w.reshape(B, N, d)

@@ -136,6 +136,12 @@ class FeatureDataModule(L.LightningDataModule):
             "test": summarize(test, test_rows, self.data.class_names),
         }
         for name, summary in self.split_summary.items():
+            if not summary["rows"]:  # nothing to train, validate or test on: no result could mean anything
+                raise DaamlabError(
+                    f"the {name} split of '{self.data.name}' has no items (data.fold={self.fold}, "
+                    f"data.dev_fraction={self.dev_fraction}); choose another data.fold or data.dev_fraction, "
+                    "or give the source more items"
+                )
             log.info(
                 "%s %s: %d rows, %d items, groups %s; per class: %s",
                 self.data.name,

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from daamlab.errors import DaamlabError
+from daamlab.io import write_text
 from daamlab.report.aggregate import build_sections, load_paper, mean_std
 from daamlab.report.collect import collect
 from daamlab.report.figures import accuracy_figure, confusion_figure, importance_figure
@@ -60,7 +61,7 @@ def _write(sections, runs, never_ran, out_dir: Path) -> None:
                 figs[f"Confusion matrix: {row.label}"] = confusion
     write_csv(sections, out_dir / "report.csv")
     write_paired_csv(sections, out_dir / "paired.csv")
-    (out_dir / "report.md").write_text(report_markdown(sections, runs, never_ran, figures, out_dir))
+    write_text(out_dir / "report.md", report_markdown(sections, runs, never_ran, figures, out_dir))
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -81,6 +82,11 @@ def _swap(new: Path, out_dir: Path) -> None:
         os.replace(out_dir, old)
     os.replace(new, out_dir)
     shutil.rmtree(old, ignore_errors=True)
+    report = out_dir / "report.md"
+    write_text(
+        report, report_markdown(sections, runs, never_ran, figures, out_dir)
+    )  # a full disk keeps the old one
+    return report
 
 
 __all__ = ["build_report", "build_sections", "collect", "load_paper", "mean_std"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from daamlab.errors import DaamlabError
+from daamlab.cli import one_line
 from daamlab.report import PAPER_RESULTS, build_report
 
 
@@ -31,8 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = build_report(args.paths, args.out, None if args.paper == "none" else Path(args.paper))
-    except DaamlabError as e:
-        print(f"daamlab: error: {e}", file=sys.stderr)
+    except Exception as e:  # the exit policy of the entry points (cli.one_line): bad input and a full disk
+        message = one_line(e)
+        if message is None:
+            raise
+        print(f"daamlab: error: {message}", file=sys.stderr)
         return 2
     print(report.read_text())
     print(f"written: {report} (+ report.csv, paired.csv and figures in {args.out})")

@@ -47,32 +47,46 @@ def load_paper(path: Path) -> dict[str, dict[str, PaperTable]]:
     """experiments/paper_results.yaml -> {experiment: {dataset: PaperTable}}."""
     if not path.is_file():
         raise DaamlabError(f"{path} not found; pass --paper <paper_results.yaml> or --paper none")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DaamlabError(
+            f"{path} cannot be read as YAML ({type(e).__name__}); restore it, or pass --paper none"
+        ) from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("experiments"), dict):
+        raise DaamlabError(
+            f"{path} has no 'experiments' mapping: not a paper results file; pass --paper none"
+        )
     out: dict[str, dict[str, PaperTable]] = {}
-    for experiment, datasets in raw["experiments"].items():
-        out[experiment] = {}
-        for dataset, table in datasets.items():
-            rows = []
-            for r in table["rows"]:
-                if len(r["values"]) != len(table["run_names"]):
-                    raise DaamlabError(
-                        f"{path}: {experiment}/{dataset}/{r['method']} has a wrong number of values"
+    try:
+        for experiment, datasets in raw["experiments"].items():
+            out[experiment] = {}
+            for dataset, table in datasets.items():
+                rows = []
+                for r in table["rows"]:
+                    if len(r["values"]) != len(table["run_names"]):
+                        raise DaamlabError(
+                            f"{path}: {experiment}/{dataset}/{r['method']} has a wrong number of values"
+                        )
+                    rows.append(
+                        PaperRow(
+                            method=r["method"],
+                            table=str(r["table"]),
+                            values=list(r["values"]),
+                            mean=r["mean"],
+                            std=r["std"],
+                            ours=list(r.get("ours") or []),
+                            pick=r.get("pick"),
+                            layers=r.get("layers"),
+                        )
                     )
-                rows.append(
-                    PaperRow(
-                        method=r["method"],
-                        table=str(r["table"]),
-                        values=list(r["values"]),
-                        mean=r["mean"],
-                        std=r["std"],
-                        ours=list(r.get("ours") or []),
-                        pick=r.get("pick"),
-                        layers=r.get("layers"),
-                    )
+                out[experiment][dataset] = PaperTable(
+                    experiment, dataset, str(table["tables"]), table["runs"], rows
                 )
-            out[experiment][dataset] = PaperTable(
-                experiment, dataset, str(table["tables"]), table["runs"], rows
-            )
+    except (KeyError, TypeError, AttributeError) as e:  # a key missing, a value of the wrong kind
+        raise DaamlabError(
+            f"{path} is not a paper results file ({type(e).__name__}: {e}); restore it, or pass --paper none"
+        ) from None
     return out
 
 

@@ -65,6 +65,10 @@ def read_run(path: Path) -> Run:
             raise DaamlabError(
                 f"{path / CONFIG} cannot be read as YAML ({type(e).__name__}); delete or restore it"
             ) from None
+        if not isinstance(cfg, DictConfig):
+            raise DaamlabError(
+                f"{path / CONFIG} is a YAML {type(cfg).__name__}, not a run config; delete or restore it"
+            )
 
     def pick(value: Any, cfg_key: str) -> Any:
         if value is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from daamlab.importance import plot_importance
+from daamlab.io import write_figure
 from daamlab.report.aggregate import Row, Section
 
 
@@ -48,7 +49,7 @@ def accuracy_figure(section: Section, path: Path) -> Path | None:
     ax.set_title(section.title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig)
     plt.close(fig)
     return path
 
@@ -81,7 +82,7 @@ def if_vs_occlusion_figure(
     ax_if.set_ylabel("layer (row of the cached stack)")
     fig.suptitle(f"{title}: Spearman {rho:+.2f}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(path, fig)
     plt.close(fig)
     return path
 

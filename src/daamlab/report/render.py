@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
+from daamlab.io import write_text
 from daamlab.report.aggregate import TEST_METRICS, Row, Section
 from daamlab.report.collect import Run
 from daamlab.report.stats import Comparison, PairedResult, section_comparisons
@@ -240,31 +242,32 @@ def _num(value: float | None) -> str:
 
 
 def write_csv(sections: list[Section], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for section in sections:
-            for row in section.rows:
-                val = row.val_acc()
-                record = {
-                    "experiment": section.experiment or "",
-                    "data": section.data or "",
-                    "variant": row.label if row.runs else "",
-                    "pick": row.pick or "",
-                    "paper_method": row.paper.method if row.paper else "",
-                    "paper_table": row.paper.table if row.paper else "",
-                    "n": row.n,
-                    "missing": " ".join(row.missing),
-                    "val_acc_mean": _num(val[0] if val else None),
-                    "val_acc_std": _num(val[1] if val else None),
-                    "paper_mean": _num(row.paper.mean if row.paper else None),
-                    "paper_std": _num(row.paper.std if row.paper else None),
-                    "delta": _num(section.delta(row)),
-                    "params_attention": " ".join(map(str, row.params("attention"))),
-                    "params_trainable": " ".join(map(str, row.params("trainable"))),
-                    "runs": " ".join(f"{k}={v:.4f}" for k, v in row.keys.items()),
-                }
-                for m in TEST_METRICS:
-                    t = row.test(m)
-                    record[f"test_{m}_mean"], record[f"test_{m}_std"] = _num(t and t[0]), _num(t and t[1])
-                writer.writerow(record)
+    f = io.StringIO(newline="")  # written whole through daamlab.io's atomic writer below
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for section in sections:
+        for row in section.rows:
+            val = row.val_acc()
+            record = {
+                "experiment": section.experiment or "",
+                "data": section.data or "",
+                "variant": row.label if row.runs else "",
+                "pick": row.pick or "",
+                "paper_method": row.paper.method if row.paper else "",
+                "paper_table": row.paper.table if row.paper else "",
+                "n": row.n,
+                "missing": " ".join(row.missing),
+                "val_acc_mean": _num(val[0] if val else None),
+                "val_acc_std": _num(val[1] if val else None),
+                "paper_mean": _num(row.paper.mean if row.paper else None),
+                "paper_std": _num(row.paper.std if row.paper else None),
+                "delta": _num(section.delta(row)),
+                "params_attention": " ".join(map(str, row.params("attention"))),
+                "params_trainable": " ".join(map(str, row.params("trainable"))),
+                "runs": " ".join(f"{k}={v:.4f}" for k, v in row.keys.items()),
+            }
+            for m in TEST_METRICS:
+                t = row.test(m)
+                record[f"test_{m}_mean"], record[f"test_{m}_std"] = _num(t and t[0]), _num(t and t[1])
+            writer.writerow(record)
+    write_text(path, f.getvalue())
