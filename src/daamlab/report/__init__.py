@@ -82,11 +82,6 @@ def _swap(new: Path, out_dir: Path) -> None:
         os.replace(out_dir, old)
     os.replace(new, out_dir)
     shutil.rmtree(old, ignore_errors=True)
-    report = out_dir / "report.md"
-    write_text(
-        report, report_markdown(sections, runs, never_ran, figures, out_dir)
-    )  # a full disk keeps the old one
-    return report
 
 
 __all__ = ["build_report", "build_sections", "collect", "load_paper", "mean_std"]
