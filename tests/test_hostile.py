@@ -191,7 +191,7 @@ IN_PROCESS = [
     Case("cache-enabled-maybe", ["cache.enabled=maybe"], "cache.enabled='maybe' is not valid"),
     Case("devices-0", ["trainer.devices=0"], "trainer.devices=0 is not valid"),
     Case("precision-bogus", ["trainer.precision=bogus"], "trainer.precision='bogus' is not valid"),
-    Case("threads-0", ["+torch_threads=0"], "torch_threads=0 is not valid"),
+    Case("threads-0", ["++torch_threads=0"], "torch_threads=0 is not valid"),
     Case("print-config-bogus", ["print_config=bogus"], "print_config='bogus' is not valid"),
     Case("test-maybe", ["test=maybe"], "test='maybe' is not valid"),
     Case("snr-reversed", ["augment=noise", "augment.snr_db=[30,10]"], "augment.snr_db=[30, 10] is not valid"),

@@ -218,7 +218,7 @@ def test_torch_threads_narrows_a_cached_head_only(compose, tmp_path, monkeypatch
     """The demos' torch_threads=1 is for the small head; an encoder in the loop keeps every core."""
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    one_epoch = ["+torch_threads=1", "trainer.max_epochs=1", "test=false"]
+    one_epoch = ["++torch_threads=1", "trainer.max_epochs=1", "test=false"]
     run(compose, tmp_path, "uncached", *one_epoch, "cache.enabled=false")
     assert calls == []
     run(compose, tmp_path, "cached", *one_epoch)

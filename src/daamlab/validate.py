@@ -187,7 +187,12 @@ RULES = (
         "data.root=/data/iemocap",
         optional=True,
     ),
-    Rule("attention.num_heads", whole(1), "a whole number >= 1", "attention.num_heads=8"),
+    Rule(
+        "attention.num_heads",
+        lambda v: v == "auto" or whole(1)(v),
+        "a whole number >= 1, or auto (the most heads <= 8 dividing the layers)",
+        "attention.num_heads=8",
+    ),
     Rule("attention.fused", boolean, "true or false", "attention.fused=true"),
     Rule("attention.learn_density", boolean, "true or false", "attention.learn_density=true"),
     Rule("decoder.channels", whole(1), "a whole number >= 1", "decoder.channels=512"),

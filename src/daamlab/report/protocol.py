@@ -30,15 +30,26 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def _file_values(path: Path) -> dict[str, Any]:
+    """The plain values a config file sets, and (first) those of the modality its defaults choose:
+    an experiment sets only what differs from its modality, whose protocol it keeps."""
+    if not path.is_file():
+        return {}
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    base: dict[str, Any] = {}
+    for entry in raw.get("defaults", []) or []:
+        if isinstance(entry, dict) and entry.get("override /modality"):
+            base = _file_values(CONFIGS / "modality" / f"{entry['override /modality']}.yaml")
+    fixed = {k: v for k, v in _leaves(raw).items() if k not in NOT_PROTOCOL}
+    return {**base, **{k: v for k, v in fixed.items() if not (isinstance(v, str) and "${" in v)}}
+
+
 def protocol_values(experiment: str | None, modality: str | None) -> dict[str, Any]:
     """Key -> value the protocol fixes (interpolations, which depend on the run, are left out)."""
-    path = CONFIGS / ("experiment" if experiment else "modality") / f"{experiment or modality}.yaml"
-    if not (experiment or modality) or not path.is_file():
+    if not (experiment or modality):
         return dict(ALWAYS)
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    fixed = {k: v for k, v in _leaves(raw).items() if k not in NOT_PROTOCOL}
-    fixed = {k: v for k, v in fixed.items() if not (isinstance(v, str) and "${" in v)}
-    return {**ALWAYS, **fixed}
+    path = CONFIGS / ("experiment" if experiment else "modality") / f"{experiment or modality}.yaml"
+    return {**ALWAYS, **_file_values(path)}
 
 
 def deviations(cfg: DictConfig, experiment: str | None) -> list[str]:
