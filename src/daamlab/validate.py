@@ -177,7 +177,13 @@ RULES = (
     Rule("data.seed", whole(0), "a whole number >= 0", "data.seed=0"),
     Rule("data.signal_strength", number(), "a finite number", "data.signal_strength=0.5"),
     Rule("data.distractor_std", number(0), "a finite number >= 0", "data.distractor_std=3.0"),
-    Rule("data.kind", one_of("audio", "image", "text"), "audio, image or text", "data.kind=audio"),
+    Rule(
+        "data.kind",
+        one_of("audio", "image", "text"),
+        "audio, image or text (null: the data decides)",
+        "data.kind=audio",
+        optional=True,
+    ),
     Rule("data.num_broken", whole(0), "a whole number >= 0", "data.num_broken=0"),
     Rule("data.delay_s", number(0), "a finite number of seconds >= 0", "data.delay_s=0.0"),
     Rule(
