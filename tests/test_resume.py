@@ -57,7 +57,7 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     a = RunRecord.read(tmp_path / "whole" / "metrics.json")
     b = RunRecord.read(run_dir / "metrics.json")
     assert b.best_val_acc == pytest.approx(a.best_val_acc, abs=1e-6)
-    assert b["best_epoch"] == a["best_epoch"]
+    assert b.best_epoch == a.best_epoch
     for k in ("acc", "f1", "uar", "loss"):
         assert b.test[k] == pytest.approx(a.test[k], abs=1e-5)
     # the CSV history holds every epoch once, as the uninterrupted run's (Lightning's own logger

@@ -3,13 +3,12 @@ the study's storage, and a small search end to end (trials, resume, the tuned re
 
 from __future__ import annotations
 
-import json
-
 import optuna
 import pytest
 from omegaconf import OmegaConf
 
 from daamlab.errors import DaamlabError
+from daamlab.record import RunRecord
 from daamlab.search import TrialPruning, check_objective, plan, search_space
 from tests.conftest import run_script
 
@@ -79,10 +78,10 @@ def test_search_on_dev_runs_its_trials_and_the_tuned_run(tmp_path):
     sweep = tmp_path / "train" / "multiruns" / "s"
     trials = sorted((sweep / "search" / "daam").glob("trial_*/metrics.json"))
     assert len(trials) == 2
-    tuned = json.loads((sweep / "tuned" / "daam" / "default" / "metrics.json").read_text())
-    assert tuned["status"] == "complete" and "search:tuned" in tuned["tags"]
+    tuned = RunRecord.read(sweep / "tuned" / "daam" / "default" / "metrics.json")
+    assert tuned.status == "complete" and "search:tuned" in tuned.tags
     study = optuna.load_study(study_name="s-daam", storage=f"sqlite:///{sweep / 'optuna.db'}")
-    values = sorted(json.loads(p.read_text())["best_val_acc"] for p in trials)
+    values = sorted(RunRecord.read(p).best_val_acc for p in trials)
     assert sorted(t.value for t in study.trials) == pytest.approx(values)  # the dev accuracy, per trial
     # the same command with more trials resumes the study: one more trial, not three
     r = run_script("train.py", *args, "hydra.sweeper.n_trials=3")

@@ -107,7 +107,7 @@ class SweepTable(Callback):
         if complete:
             print(f"\nresults of {len(complete)} runs in {root}:\n{results_table(complete)}")
         print(
-            f"\nsweep {root}: {len(complete)} complete ({skipped} of them finished before this sweep: skipped), "
+            f"\nsweep {root}: {len(complete)} complete ({skipped} of them skipped: finished before this sweep), "
             f"{len(failed)} failed, {incomplete} incomplete"
         )
         for job, record in failed:
