@@ -134,10 +134,7 @@ def test_bf16_runs_and_stays_close_to_fp32(encoders):
     assert next(low.model.parameters()).dtype == torch.bfloat16
     x = low.encode(items)
     assert x.dtype == torch.float32
-    ref = encoders["tiny_wavlm"].encode(items)
-    # bf16 keeps ~3 significant digits: close on average, a few elements off by up to ~0.2 after 4 layers
-    assert (x - ref).abs().mean() < 0.05 * ref.abs().mean()
-    assert (x - ref).abs().max() < 0.5 * ref.abs().max()
+    torch.testing.assert_close(x, encoders["tiny_wavlm"].encode(items), atol=0.1, rtol=0.1)
 
 
 @pytest.mark.parametrize("name", ARCHS)
