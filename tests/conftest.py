@@ -18,6 +18,16 @@ os.environ.setdefault("DAAMLAB_CACHE", tempfile.mkdtemp(prefix="daamlab-test-cac
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the smallest toy run that still trains, tests and writes its record (about 2 s of training)
+TOY_ONE_EPOCH = [
+    "data.num_train=120",
+    "data.num_test=40",
+    "decoder=linear",
+    "trainer.max_epochs=1",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+]
+
 
 def chooses_modality(override: str) -> bool:
     """`modality=...`, or an experiment whose config picks the modality (paper_iemocap, not the ablation)."""

@@ -18,15 +18,9 @@ from omegaconf import open_dict
 
 from daamlab.cli import run_cli
 from daamlab.training import train
+from tests.conftest import TOY_ONE_EPOCH
 
-TOY = [
-    "data.num_train=120",
-    "data.num_test=40",
-    "decoder=linear",
-    "trainer.max_epochs=1",
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-]
+TOY = TOY_ONE_EPOCH
 TINY_CACHE = [
     "data=synthetic",
     "encoder=tiny_wavlm",

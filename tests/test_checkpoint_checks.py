@@ -17,15 +17,9 @@ from daamlab.cli import run_cli
 from daamlab.errors import DaamlabError
 from daamlab.models.classifier import Classifier
 from daamlab.training import evaluate, train
+from tests.conftest import TOY_ONE_EPOCH
 
-RUN = [
-    "data.num_train=120",
-    "data.num_test=40",
-    "decoder=linear",
-    "trainer.max_epochs=1",
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-]
+RUN = TOY_ONE_EPOCH
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on a shared 2-core machine
 

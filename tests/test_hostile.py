@@ -37,18 +37,11 @@ from daamlab.features.extract import extract
 from daamlab.io import exclusive
 from daamlab.record import RunRecord
 from daamlab.training import evaluate, train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TOY_ONE_EPOCH
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TOY = [
-    "data.num_train=120",
-    "data.num_test=40",
-    "decoder=linear",
-    "trainer.max_epochs=1",
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-]
+TOY = TOY_ONE_EPOCH
 EXTRACT = [  # the smallest real extraction: extract.yaml's synthetic audio through tiny_wavlm
     "data.num_train=8",
     "data.num_test=4",
