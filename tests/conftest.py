@@ -68,10 +68,13 @@ def compose():
     GlobalHydra.instance().clear()
 
 
-def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run an entry point as a user would; outputs go wherever the args say (tests pass paths.log_dir)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    if script == "train.py":
+def run_script(
+    script: str, *args: str, cwd: Path = ROOT, timeout: int = 600, env: dict | None = None, toy: bool = True
+) -> subprocess.CompletedProcess:
+    """Run an entry point as a user would; outputs go wherever the args say (tests pass paths.log_dir).
+    train.py runs the toy unless the args choose a modality (`toy=False`: exactly the args given)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    if script == "train.py" and toy:
         args = toy_unless_chosen(args)
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],

@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from daamlab.features.extract import extract
 from daamlab.io import exclusive
 from daamlab.record import RunRecord
 from daamlab.training import evaluate, train
-from tests.conftest import ROOT, TOY_ONE_EPOCH
+from tests.conftest import ROOT, TOY_ONE_EPOCH, run_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -482,14 +481,7 @@ def test_report_on_a_full_disk_keeps_the_previous_report(tmp_path, capsys, monke
 
 
 def script(name: str, *args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / name), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
+    return run_script(name, *args, timeout=timeout, env=env, toy=False)  # exactly the args given
 
 
 def one_line(r: subprocess.CompletedProcess, fragment: str, code: int = 2) -> str:

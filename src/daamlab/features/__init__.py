@@ -26,12 +26,16 @@ from daamlab.sources import build_source
 
 def cached_feature_set(cfg: DictConfig) -> tuple[Callable[[], FeatureSet], Callable[[], None]]:
     @cache
+    def source():  # one per run: a folder source lists its files once, not at every step
+        return build_source(cfg.data)
+
+    @cache
     def located():
-        return locate(cfg, build_source(cfg.data))
+        return locate(cfg, source())
 
     def prepare() -> None:
         if rank_zero_only.rank == 0:  # other ranks read what rank 0 wrote
-            build_cache(cfg)
+            build_cache(cfg, source=source())
 
     def load() -> FeatureSet:
         directory, key, fp = located()

@@ -161,7 +161,9 @@ def estimate_bytes(source: Source, encoder: LayerEncoder) -> int | None:
     return sum(counts) * encoder.num_layers * encoder.dim * 2  # float16
 
 
-def build_cache(cfg: DictConfig, *, shard: int = 0, num_shards: int = 1) -> Path:
+def build_cache(
+    cfg: DictConfig, *, shard: int = 0, num_shards: int = 1, source: Source | None = None
+) -> Path:
     """Make sure this config's cache exists (extracting and merging what is missing); return its directory.
 
     With num_shards > 1 only this job's parts are extracted; the job that finds every part present
@@ -173,7 +175,7 @@ def build_cache(cfg: DictConfig, *, shard: int = 0, num_shards: int = 1) -> Path
     part_size = int(OmegaConf.select(cfg, "cache.part_size", default=256))
     if part_size < 1:
         raise DaamlabError(f"cache.part_size={part_size} must be >= 1")
-    source = build_source(cfg.data)
+    source = source if source is not None else build_source(cfg.data)  # a caller's, built once
     cache, key, fp = locate(cfg, source)
     if store.is_finished(cache):  # a finished cache is never rebuilt; a malformed manifest is refused
         store.read_manifest(cache)
