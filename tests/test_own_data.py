@@ -133,15 +133,9 @@ def test_image_folder_metadata_with_mixed_sizes_and_splits(compose, tmp_path, on
         compose, tmp_path, ["data=image_folder", f"data.root={tmp_path / 'pets'}", "encoder=tiny_beit"]
     )
     assert metrics.data == "pets" and metrics.data_info["skipped"] == 1  # the missing listed file
-    assert (
-        metrics.splits["train"]["rows"],
-        metrics.splits["val"]["rows"],
-        metrics.splits["test"]["rows"],
-    ) == (
-        10,
-        3,
-        3,
-    )
+    splits = metrics.splits
+    assert (splits["train"]["rows"], splits["val"]["rows"], splits["test"]["rows"]) == (10, 3, 3)
+    assert splits["val"]["split"] == "validation"  # its own, not the test split
     assert set(metrics.splits["train"]["classes"]) == {"cat", "dog"}  # whitespace stripped
 
 

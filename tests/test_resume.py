@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from daamlab.record import RunRecord
 from tests.conftest import ROOT, run_script
@@ -66,6 +67,12 @@ def test_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     assert [e for e, _ in whole_history] == list(range(5))
     assert [e for e, _ in resumed_history] == [e for e, _ in whole_history]
     assert [a for _, a in resumed_history] == pytest.approx([a for _, a in whole_history], abs=1e-6)
+    # the accuracy figure's history came back from last.ckpt: every epoch, as logged
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["EpochHistory"]
+    epochs = sorted(state["epochs"].items())
+    assert [e for e, _ in epochs] == list(range(5))
+    assert [row["val/acc"] for _, row in epochs] == pytest.approx([a for _, a in whole_history], abs=1e-6)
+    assert (run_dir / "accuracy.png").stat().st_size > 0
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path):

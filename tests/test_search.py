@@ -3,13 +3,17 @@ the study's storage, and a small search end to end (trials, resume, the tuned re
 
 from __future__ import annotations
 
+import lightning as L
 import optuna
 import pytest
-from omegaconf import OmegaConf
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
-from daamlab.search import TrialPruning, check_objective, plan, search_space
+from daamlab.accuracy import EpochHistory
+from daamlab.data import validation_split
+from daamlab.search import TrialPruning, check_objective, plan, run_search, search_space
 from tests.conftest import run_script
 
 SMALL = [
@@ -30,36 +34,74 @@ def test_plan_splits_variants_grid_and_fixed_overrides():
     }
 
 
-def test_objective_on_the_test_split_is_refused():
+def test_validation_split_is_dev_then_the_datas_own_then_test():
+    assert validation_split(0.2, None, ["train", "validation", "test"]) == "dev"
+    assert validation_split(0.0, None, ["train", "validation", "test"]) == "validation"
+    assert validation_split(0.0, 1, ["train", "validation", "test"]) == "test"  # folds: test is the fold
+    assert validation_split(0.0, None, ["train", "test"]) == "test"  # the paper's protocol
+
+
+def test_objective_on_the_test_split_is_refused(compose, tmp_path):
     with pytest.raises(DaamlabError, match="would tune on the test split"):
-        check_objective(OmegaConf.create({"data": {"dev_fraction": 0.0}}))
-    check_objective(OmegaConf.create({"data": {"dev_fraction": 0.2}}))
+        check_objective(compose(["data.dev_fraction=0"]))
+    check_objective(compose(["data.dev_fraction=0.2"]))
+    # a table with a validation split of its own: tuning on it is honest, dev_fraction=0 or not
+    table = tmp_path / "t.csv"
+    rows = [(f"text {i}", "ab"[i % 2], ("train", "validation", "test")[i % 3]) for i in range(12)]
+    table.write_text("text,label,split\n" + "".join(f"{t},{lab},{sp}\n" for t, lab, sp in rows))
+    cfg = compose(["data=text_table", f"data.path={table}", "data.dev_fraction=0", "encoder=tiny_llama"])
+    check_objective(cfg)
 
 
-def test_pruning_reaches_the_trial_through_its_storage(tmp_path):
+class KnownAccuracy(L.LightningModule):
+    """val/acc at epoch e is ACC[e], logged where Classifier logs it (on_validation_epoch_end)."""
+
+    ACC = (0.30, 0.35, 0.40, 0.45, 0.50)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        loss = self.w(x).pow(2).mean()
+        self.log("train/loss", loss, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/acc", self.ACC[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_pruning_reports_each_epochs_own_accuracy_through_the_storage(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    for _ in range(2):  # two finished trials at 0.9 on epochs 0 and 1: the median to beat
+    for _ in range(2):  # two finished trials at 0.9 on every epoch: the median to beat
         done = study.ask()
-        done.report(0.9, 0)
-        done.report(0.9, 1)
+        for epoch in range(5):
+            done.report(0.9, epoch)
         study.tell(done, 0.9)
     trial = study.ask()
-
-    class Trainer:  # what the callback reads of Lightning's trainer
-        sanity_checking, current_epoch, should_stop = False, 0, False
-        callback_metrics = {"val/acc": 0.3}
-
-    trainer = Trainer()
-    pruning = TrialPruning("s", storage, trial._trial_id, pruner="median")
-    pruning.on_validation_epoch_end(trainer, None)
-    assert not trainer.should_stop  # epoch 0 is the median pruner's warm-up
-    trainer.current_epoch = 1
-    pruning.on_validation_epoch_end(trainer, None)
-    assert trainer.should_stop  # 0.3 < median 0.9
+    pruning, history = TrialPruning("s", storage, trial._trial_id, pruner="median"), EpochHistory()
+    loader = DataLoader(TensorDataset(torch.ones(4, 1)), batch_size=2)
+    trainer = L.Trainer(
+        max_epochs=5, callbacks=[pruning, history], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(KnownAccuracy(), loader, loader)
     stored = optuna.load_study(study_name="s", storage=storage).trials[2]  # what the sweeper reads
-    assert stored.user_attrs["pruned_at_epoch"] == 1 and stored.intermediate_values == {0: 0.3, 1: 0.3}
-    TrialPruning().on_validation_epoch_end(trainer, None)  # outside a search: inert
+    # epoch 0 is the median pruner's warm-up; at epoch 1, 0.35 < 0.9: pruned, and training stops there
+    # each epoch's own value, not the one before (float32, as Lightning logs it)
+    assert stored.intermediate_values == pytest.approx({0: 0.30, 1: 0.35})
+    assert stored.user_attrs["pruned_at_epoch"] == 1 and trainer.current_epoch == 2
+    assert {e: row["val/acc"] for e, row in history.epochs.items()} == pytest.approx({0: 0.30, 1: 0.35})
+    assert set(history.epochs[1]) == {"val/acc", "train/loss"}
+    TrialPruning().on_validation_end(trainer, None)  # outside a search: inert
 
 
 def test_search_on_dev_runs_its_trials_and_the_tuned_run(tmp_path):
@@ -87,3 +129,26 @@ def test_search_on_dev_runs_its_trials_and_the_tuned_run(tmp_path):
     r = run_script("train.py", *args, "hydra.sweeper.n_trials=3")
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(list((sweep / "search" / "daam").glob("trial_*/metrics.json"))) == 3
+
+
+def test_trials_are_asked_and_launched_n_jobs_at_a_time(compose, tmp_path):
+    batches = []
+
+    def launch(jobs: list[list[str]]) -> list:
+        batches.append(jobs)
+        return [0.5 + 0.01 * len(batches) for _ in jobs]
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["modality=toy", "data.dev_fraction=0.2", "seed=1,2"]
+    best = run_search(
+        args, compose=compose, launch=launch, n_trials=5, study_name="p", storage=storage, n_jobs=2
+    )
+    *trial_batches, tuned = batches
+    assert [len(b) for b in trial_batches] == [2, 2, 1]  # n_jobs at a time, never past n_trials
+    subdirs = [o for b in trial_batches for job in b for o in job if o.startswith("hydra.sweep.subdir=")]
+    assert len(set(subdirs)) == 5  # each trial its own run directory
+    assert [o for job in tuned for o in job if o.startswith("seed=")] == ["seed=1", "seed=2"]
+    study = optuna.load_study(study_name="p-daam", storage=storage)
+    assert len(study.trials) == 5 and best["daam"]["value"] == pytest.approx(0.53)
+    with pytest.raises(DaamlabError, match="n_jobs=0 must be an integer >= 1"):
+        run_search(args, compose=compose, launch=launch, n_trials=1, study_name="q", storage=storage, n_jobs=0)

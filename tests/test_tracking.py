@@ -81,7 +81,7 @@ def test_offline_wandb_run_holds_what_answers_which_variant_wins(compose, tmp_pa
     assert config["variant"] == "daam" and "experiment" in config and config["seed"] == 2
     assert float(summary["val/acc_best"]) == metrics.best_val_acc  # the best epoch's, not the last
     assert float(summary["test/acc"]) == metrics.test["acc"]
-    assert {"test/predictions/_type", "importance/_type"} <= logged
+    assert {"test/predictions/_type", "importance/_type", "accuracy/_type"} <= logged
     assert any(k.startswith("test/confusion_matrix") for k in logged)
     results = next(v for k, v in artifacts.items() if k.startswith("run-results:"))
     assert results == {"metrics.json", "predictions.csv"}

@@ -6,7 +6,7 @@ A record says `complete` only if its run trained at least one epoch and every nu
 finite (`RunRecord.check`); anything else is recorded as `failed`, with the reason.
 
 Versions: 1 is the record before it had a schema (no `version` key; the same keys), 2 adds
-`version`. A record of a later version than this code knows is refused with one line.
+`version`, 3 adds `variant` and `search_role` (None when read from an older record). A record of a later version than this code knows is refused with one line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from daamlab.errors import DaamlabError
 from daamlab.io import write_json
 
-VERSION = 2
+VERSION = 3
 STATUSES = ("complete", "failed")
 
 
@@ -42,6 +42,8 @@ class RunRecord:
     seed: int | None = None
     tags: list[str] = field(default_factory=list)
     experiment: str | None = None  # the sweep family runs are compared in (W&B group across sweeps)
+    variant: str | None = None  # what tables name it by: tracking.variant (e.g. mhsa_paper[layer=22])
+    search_role: str | None = None  # trial | tuned (hparams_search=optuna); None for a plain run
     # what it found
     best_val_acc: float | None = None  # the paper's metric: best validation accuracy over the epochs
     best_epoch: int | None = None

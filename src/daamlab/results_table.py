@@ -36,19 +36,25 @@ def _pm(values: list[float]) -> str:
     return "{:.4f} +- {:.4f}".format(*mean_std(values))
 
 
+def _text_table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+    return [line(columns), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
 def results_table(runs: list[RunRecord]) -> str:
-    """A fixed-width text table: one row per (modality, attention), in the order first seen."""
+    """A fixed-width text table: one row per (modality, variant), in the order first seen."""
     groups: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for run in runs:
-        groups[(str(run.modality), str(run.attention))].append(run)
+        groups[(str(run.modality), str(run.variant or run.attention))].append(run)
     rows = []
-    for (modality, attention), members in groups.items():
+    for (modality, variant), members in groups.items():
         tested = [m for m in members if m.test]
         params = members[0].params
         rows.append(
             (
                 modality,
-                attention,
+                variant,
                 str(len(members)),
                 _pm([m.test["acc"] for m in tested]) if tested else "-",
                 _pm([m.test["uar"] for m in tested]) if tested and "uar" in tested[0].test else "-",
@@ -56,10 +62,20 @@ def results_table(runs: list[RunRecord]) -> str:
                 f"{params.get('attention', 0):,} / {params.get('trainable', 0):,}",
             )
         )
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-    out = [line(COLUMNS), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+    out = _text_table(COLUMNS, rows)
     return "\n".join(out) + "\n(head params: attention / all trainable; mean +- std over the runs)"
+
+
+def trials_table(trials: list[RunRecord]) -> str:
+    """A search's trials, one row each, best dev accuracy first within a variant: each trial is one
+    configuration, scored on the split it validated on; their test numbers are not the result."""
+    order = sorted(trials, key=lambda r: (str(r.attention), -(r.best_val_acc or 0.0)))
+    rows = [
+        (str(r.modality), str(r.variant), f"{r.best_val_acc:.4f}", f"{r.best_epoch}", f"{r.epochs}")
+        for r in order
+    ]
+    out = _text_table(("modality", "trial", "best dev acc", "best epoch", "epochs"), rows)
+    return "\n".join(out) + "\n(fewer epochs than the others: pruned; the best re-runs as the (tuned) rows)"
 
 
 def sweep_records(root: Path) -> list[tuple[Path, RunRecord | None]]:
@@ -104,11 +120,16 @@ class SweepTable(Callback):
             if r
         )
         incomplete = sum(r is None for _, r in jobs)
-        if complete:
-            print(f"\nresults of {len(complete)} runs in {root}:\n{results_table(complete)}")
+        trials = [r for r in complete if r.search_role == "trial"]
+        results = [r for r in complete if r.search_role != "trial"]
+        if trials:
+            print(f"\nsearch trials ({len(trials)}) in {root}:\n{trials_table(trials)}")
+        if results:
+            print(f"\nresults of {len(results)} runs in {root}:\n{results_table(results)}")
         print(
-            f"\nsweep {root}: {len(complete)} complete ({skipped} of them skipped: finished before this sweep), "
-            f"{len(failed)} failed, {incomplete} incomplete"
+            f"\nsweep {root}: {len(complete)} complete ({skipped} of them skipped: finished before this sweep"
+            + (f"; {len(trials)} search trials" if trials else "")
+            + f"), {len(failed)} failed, {incomplete} incomplete"
         )
         for job, record in failed:
             print(f"  failed: {job.name}: {record.error}")

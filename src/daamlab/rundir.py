@@ -7,7 +7,9 @@
 <run dir>/metrics.json        the run record (daamlab/record.py), written last
 <run dir>/checkpoints/        epoch_NNN.ckpt (the best), last.ckpt (resume)
 <run dir>/predictions.csv     per test row: id, group, label, prediction, class probabilities
+<run dir>/accuracy.png        accuracy per epoch (train, val/dev) and test recall per class
 <run dir>/gates.npy, importance.npy, importance.png    DAAM-family heads
+<run dir>/layer_importance.*  occlusion per layer (heads on cached features)
 ```
 eval.py's directory holds `eval_metrics.json` and `predictions.csv` of the checkpoint it scored.
 """

@@ -6,10 +6,13 @@ one Optuna study per variant (ask/tell), pruning per epoch, and the re-run of th
 The Hydra plugin (hydra_plugins/daamlab_optuna) only adapts this to Hydra's Sweeper interface.
 How a search runs:
 - each `attention` value gets its own study (`<study_name>-<variant>`) and the same n_trials;
+- n_jobs trials are asked at a time and launched as one batch: with launcher=joblib (n_jobs defaults
+  to the launcher's) or launcher=slurm they train in parallel, and the sampler's constant liar keeps
+  a batch's trials apart;
 - trials train on the first value of every other swept key (e.g. seed=1) and are scored on the
-  *dev* accuracy (train.py returns best_val_acc, the dev accuracy when data.dev_fraction > 0); a
-  search whose validation split is the test split (dev_fraction 0, the paper's protocol) is refused
-  before any trial runs: it would tune on test;
+  accuracy on the split they validate on (train.py returns best_val_acc): a dev split
+  (data.dev_fraction > 0) or the data's own validation split. A search whose validation split would
+  be the test split (the paper's protocol) is refused before any trial runs: it would tune on test;
 - a trial's run directory is <sweep dir>/search/<variant>/trial_<n>; the best configuration is then
   re-run on every point of the swept grid in <sweep dir>/tuned/<variant>/<point>; both carry a
   `search` config key (role trial | tuned, the study, the searched keys) that the report reads;
@@ -63,12 +66,18 @@ def search_space(attention: str) -> Space:
 
 
 def check_objective(cfg: DictConfig) -> None:
-    """Refuse a search whose objective (best_val_acc) would be read on the test split."""
+    """Refuse a search whose objective (best_val_acc) would be read on the test split. The datamodule's
+    own rule decides (data.validation_split), on the splits the source lists (no features are read)."""
+    from daamlab.data import validation_split
+    from daamlab.sources import build_source
+
     dev = cfg.data.get("dev_fraction", 0) or 0
-    if not dev > 0:
+    fold = cfg.data.get("fold")
+    if validation_split(dev, fold, [] if dev > 0 else build_source(cfg.data).splits()) == "test":
         raise DaamlabError(
-            f"hparams_search on data.dev_fraction={dev} would tune on the test split (it validates on "
-            "test, the paper's protocol): hold out a dev split, e.g. data.dev_fraction=0.2"
+            f"hparams_search on data.dev_fraction={dev} would tune on the test split ({cfg.data.name} "
+            "has no validation split of its own here, so it validates on test: the paper's protocol): "
+            "hold out a dev split, e.g. data.dev_fraction=0.2"
         )
 
 
@@ -142,10 +151,12 @@ def run_search(
     storage: str,
     sampler_seed: int | None = 0,
     pruner: str = "median",
+    n_jobs: int = 1,
     rerun_best: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Every variant's study; returns variant -> {best value, best params}. `compose(overrides)` is
-    a job's config (the objective is checked on it before anything runs); `launch` runs jobs."""
+    a job's config (the objective is checked on it before anything runs); `launch` runs a batch of
+    jobs (in parallel with a parallel launcher): `n_jobs` trials are asked and launched at a time."""
     import optuna
 
     p = plan(arguments)
@@ -154,14 +165,17 @@ def run_search(
     for cfg in configs.values():  # before any trial: a refused search trains nothing
         check_objective(cfg)
     build_pruner(pruner)
+    if not isinstance(n_jobs, int) or n_jobs < 1:
+        raise DaamlabError(f"hydra.sweeper.n_jobs={n_jobs!r} must be an integer >= 1: trials run at a time")
     results = {}
     for variant, cfg in configs.items():
         name = cfg.attention.name
         study = optuna.create_study(
             study_name=f"{study_name}-{variant or name}",
-            storage=storage,
+            storage=open_storage(storage),
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+            # trials asked while others run: the liar keeps a batch from sampling one point n_jobs times
+            sampler=optuna.samplers.TPESampler(seed=sampler_seed, constant_liar=n_jobs > 1),
             pruner=build_pruner(pruner),
             load_if_exists=True,
         )
@@ -174,17 +188,20 @@ def run_search(
         ]
         meta.append(f"+search.keys=[{','.join(space)}]")
         while (done := _finished(study)) < n_trials:
-            trial = study.ask()
-            params = suggest(trial, space)
-            overrides = [
-                *jobs[variant], *as_overrides(params), *meta, "+search.role=trial",
-                # the storage's id of the trial: what TrialPruning needs to attach to it from the job
-                f"+search.trial={trial.number}", f"+search.trial_id={trial._trial_id}",
-                f"hydra.sweep.subdir=search/{name}/trial_{trial.number:03d}",
-            ]  # fmt: skip
-            log.info("%s trial %d/%d: %s", study.study_name, done + 1, n_trials, params)
-            (value,) = launch([overrides])
-            _tell(study, trial, value, storage)
+            batch = [study.ask() for _ in range(min(n_jobs, n_trials - done))]  # launched together
+            jobs_of_batch = []
+            for trial in batch:
+                params = suggest(trial, space)
+                jobs_of_batch.append([
+                    *jobs[variant], *as_overrides(params), *meta, "+search.role=trial",
+                    # the storage's id of the trial: what TrialPruning needs to attach to it from the job
+                    f"+search.trial={trial.number}", f"+search.trial_id={trial._trial_id}",
+                    f"hydra.sweep.subdir=search/{name}/trial_{trial.number:03d}",
+                ])  # fmt: skip
+                log.info("%s trial %d (%d/%d): %s", study.study_name, trial.number, done + 1, n_trials, params)
+                done += 1
+            for trial, value in zip(batch, launch(jobs_of_batch), strict=True):
+                _tell(study, trial, value, storage)
         best = _best(study)
         results[variant or name] = best
         if best is None:
@@ -202,6 +219,16 @@ def run_search(
             ]  # fmt: skip
             launch(tuned)
     return results
+
+
+def open_storage(url: str):
+    """The study's storage. SQLite: wait up to a minute for a lock, since parallel trials (n_jobs > 1)
+    report to the same file as the sweeper writes it."""
+    import optuna
+
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(url)
 
 
 def _finished(study) -> int:
@@ -224,7 +251,7 @@ def _tell(study, trial, value: Any, storage: str) -> None:
 
     # set by TrialPruning through its own connection; this study's cached copy of a running trial
     # does not see it: read it from a fresh one
-    fresh = optuna.storages.RDBStorage(storage).get_trial(trial._trial_id)
+    fresh = open_storage(storage).get_trial(trial._trial_id)
     pruned_at = fresh.user_attrs.get("pruned_at_epoch")
     if isinstance(value, BaseException) or value is None:
         log.warning("trial %d failed: %s", trial.number, value)
@@ -261,10 +288,14 @@ class TrialPruning(L.Callback):
         if study is not None and storage is not None and trial_id is not None:
             import optuna
 
-            loaded = optuna.load_study(study_name=study, storage=storage, pruner=build_pruner(pruner))
+            loaded = optuna.load_study(
+                study_name=study, storage=open_storage(storage), pruner=build_pruner(pruner)
+            )
             self.trial = optuna.trial.Trial(loaded, trial_id)
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # on_validation_end: a callback's on_validation_epoch_end runs before the module logs this epoch's
+    # val/acc, so it would report the previous epoch's
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.trial is None or trainer.sanity_checking or "val/acc" not in trainer.callback_metrics:
             return
         epoch = trainer.current_epoch

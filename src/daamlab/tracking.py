@@ -10,7 +10,8 @@ so that "which variant wins" is one grouping away (configs/logger/wandb.yaml):
   the config's `tags` (an experiment's, or `tags=[...]` on the command line: added, not replacing);
 - summary: `val/acc_best` (the best epoch's, not the last), the test metrics and parameter counts;
 - per run: metrics.json and predictions.csv as an artifact, the test predictions as a wandb.Table,
-  a confusion matrix, and the run's figures (the Importance Factor) as images.
+  a confusion matrix, and the run's figures (accuracy per epoch and per class, the Importance Factor,
+  occlusion per layer) as images.
 Nothing here imports wandb at module level: with `logger=csv` it is never loaded.
 """
 
@@ -94,10 +95,15 @@ def experiment_name(cfg: DictConfig) -> str | None:
 
 
 def variant(cfg: DictConfig) -> str:
-    """The variant's name as the report prints it (attention + options changed from its config); a
-    search's runs by their role (`daam (trial)`, `daam (tuned)`): their options are the search's."""
+    """The variant's name in every table (sweep table, report, W&B config): attention + the options
+    changed from its config; a search's runs by their role, since their options are the search's:
+    `daam trial 3` (one configuration each), `daam (tuned)` (the best trial's, re-run)."""
     role = OmegaConf.select(cfg, "search.role")
-    return f"{cfg.attention.name} ({role})" if role else variant_label(cfg)
+    if role == "trial":
+        return f"{cfg.attention.name} trial {OmegaConf.select(cfg, 'search.trial')}"
+    if role == "tuned":
+        return f"{cfg.attention.name} (tuned)"
+    return variant_label(cfg)
 
 
 def run_name(cfg: DictConfig) -> str:

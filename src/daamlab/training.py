@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab import rundir
+from daamlab.accuracy import EpochHistory, save_accuracy_figure
 from daamlab.build import build
 from daamlab.checkpointing import AtomicCheckpointIO, check_checkpoint, load_weights, resolve_resume
 from daamlab.data import FeatureDataModule
@@ -34,7 +35,7 @@ from daamlab.predictions import write_predictions
 from daamlab.provenance import provenance
 from daamlab.record import RunRecord
 from daamlab.results_table import results_table
-from daamlab.tracking import experiment_name, log_config, log_results, run_tags
+from daamlab.tracking import experiment_name, log_config, log_results, run_tags, variant
 from daamlab.validate import validate
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
     test = run_test(trainer, model, dm, cfg)
     if not trainer.is_global_zero:
         return None
-    figures = write_artifacts(out_dir, cfg, dm, model, tested=bool(test))
+    figures = write_artifacts(out_dir, cfg, dm, model, trainer, tested=bool(test))
     record = RunRecord(
         status="complete",
         **{
@@ -92,6 +93,8 @@ def _train(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
                 cfg
             ),  # structured + the config's: the report finds `experiment:` whatever tags= says
             "experiment": experiment_name(cfg),
+            "variant": variant(cfg),
+            "search_role": OmegaConf.select(cfg, "search.role"),
         },
         best_val_acc=float(model.best_val_acc),
         best_epoch=int(model.best_epoch),
@@ -112,6 +115,7 @@ def _train(cfg: DictConfig, out_dir: Path) -> RunRecord | None:
 
 def make_trainer(cfg: DictConfig) -> tuple[L.Trainer, list[Logger]]:
     callbacks, loggers = _instantiate_all(cfg.get("callbacks")), _instantiate_all(cfg.get("logger"))
+    callbacks.append(EpochHistory())  # always, whatever callbacks= says: the run's accuracy figure
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
@@ -144,12 +148,21 @@ def run_test(
 
 
 def write_artifacts(
-    out_dir: Path, cfg: DictConfig, dm: FeatureDataModule, model: Classifier, tested: bool
+    out_dir: Path, cfg: DictConfig, dm: FeatureDataModule, model: Classifier, trainer: L.Trainer, tested: bool
 ) -> dict[str, Path]:
-    """predictions.csv of the tested checkpoint; a gated head's gates and Importance Factor figure."""
+    """predictions.csv of the tested checkpoint, the accuracy figure; a gated head's gates and
+    Importance Factor figure; the occlusion figure."""
     if tested:
         write_predictions(out_dir / rundir.PREDICTIONS, dm, model.test_probs)
     figures = {}
+    (history,) = [c for c in trainer.callbacks if isinstance(c, EpochHistory)]
+    val_name = {"dev": "dev", "validation": "validation"}.get(dm.validates_on, "val (= test split)")
+    accuracy = save_accuracy_figure(
+        out_dir, history.epochs, int(model.best_epoch), out_dir / rundir.PREDICTIONS if tested else None,
+        val_name=val_name, title=f"{variant(cfg)} on {cfg.data.name}",
+    )  # fmt: skip
+    if accuracy:
+        figures["accuracy"] = accuracy
     if model.gated:
         gates = model.best_gates.cpu().numpy()
         write_npy(out_dir / "gates.npy", gates)

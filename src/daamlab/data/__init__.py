@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.data.augment import build_augment
-from daamlab.data.datamodule import FeatureDataModule
+from daamlab.data.datamodule import FeatureDataModule, validation_split
 from daamlab.data.raw import RawDataModule
 from daamlab.encoders import build_encoder
 from daamlab.errors import DaamlabError
@@ -39,4 +39,4 @@ def build_datamodule(cfg: DictConfig, *, cached: bool) -> FeatureDataModule:
     return RawDataModule(source, build_encoder(cfg.encoder), augment=augment, **loader)
 
 
-__all__ = ["FeatureDataModule", "RawDataModule", "build_datamodule"]
+__all__ = ["FeatureDataModule", "RawDataModule", "build_datamodule", "validation_split"]

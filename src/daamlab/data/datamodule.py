@@ -19,7 +19,7 @@ widens them (Classifier.forward). Converting on the host instead costs more than
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import lightning as L
 import numpy as np
@@ -80,6 +80,16 @@ def concat(splits: Sequence[FeatureSplit]) -> FeatureSplit:
     )
 
 
+def validation_split(dev_fraction: float, fold: int | None, splits: Iterable[str]) -> str:
+    """What a run validates on, so what its best_val_acc and the epoch it keeps are read on:
+    `dev` (data.dev_fraction > 0), the data's own `validation` split (no fold), else `test`."""
+    if dev_fraction > 0:
+        return "dev"
+    if fold is None and "validation" in splits:
+        return "validation"
+    return "test"
+
+
 class FeatureDataModule(L.LightningDataModule):
     def __init__(
         self,
@@ -105,6 +115,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.layers = list(layers) if layers is not None else None
         self.data: FeatureSet | None = None
         self.split_summary: dict[str, dict] = {}  # train/val/test -> rows, items, groups, per-class counts
+        self.validates_on: str | None = None  # dev | validation | test (validation_split)
 
     def prepare_data(self) -> None:  # rank 0 only: build a missing cache
         if self.prepare is not None:
@@ -116,23 +127,22 @@ class FeatureDataModule(L.LightningDataModule):
         self.data = self.load()
         self._check_layers()
         (train, train_rows), (test, test_rows) = self._train_test(self.data)
-        train_rows, val_rows = self._dev_split(train, train_rows)
-        given = self.data.splits.get("validation") if self.fold is None and val_rows is None else None
-        if given is not None:  # the data's own validation split (a generic source's split folder/column)
-            log.info("%s: validating on its own validation split", self.data.name)
-            val_rows = np.arange(len(given))
-        val = given if given is not None else train
-        self.train_set = self._dataset(train, train_rows, train=True)
-        if val_rows is not None:
-            self.val_set = self._dataset(val, val_rows)
+        train_rows, dev_rows = self._dev_split(train, train_rows)
+        self.validates_on = validation_split(self.dev_fraction, self.fold, self.data.splits)
+        log.info("%s: validating on the %s split", self.data.name, self.validates_on)
+        if self.validates_on == "dev":
+            val, val_rows = train, dev_rows
+        elif self.validates_on == "validation":  # the data's own (a generic source's split folder/column)
+            val = self.data.splits["validation"]
+            val_rows = np.arange(len(val))
         else:
-            self.val_set = self._dataset(test, test_rows)
+            val, val_rows = test, test_rows
+        self.train_set = self._dataset(train, train_rows, train=True)
+        self.val_set = self._dataset(val, val_rows)
         self.test_set = self._dataset(test, test_rows)
         self.split_summary = {
             "train": summarize(train, train_rows, self.data.class_names),
-            "val": summarize(
-                *((val, val_rows) if val_rows is not None else (test, test_rows)), self.data.class_names
-            ),
+            "val": {"split": self.validates_on, **summarize(val, val_rows, self.data.class_names)},
             "test": summarize(test, test_rows, self.data.class_names),
         }
         for name, summary in self.split_summary.items():

@@ -17,7 +17,7 @@ from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
 from daamlab.report.protocol import deviations
 from daamlab.rundir import CONFIG, METRICS
-from daamlab.tracking import variant_label
+from daamlab.tracking import variant
 
 SKIP_DIRS = {".hydra", "checkpoints", "csv", "wandb", "report"}
 
@@ -76,9 +76,9 @@ def read_run(path: Path) -> Run:
         return OmegaConf.select(cfg, cfg_key) if cfg is not None else None
 
     if cfg is not None and "attention" in cfg:
-        variant = variant_label(cfg)
-    elif record is not None and record.attention:
-        variant = record.attention
+        name = variant(cfg)
+    elif record is not None and (record.variant or record.attention):
+        name = record.variant or record.attention
     else:
         raise DaamlabError(f"{path}: neither metrics.json nor config.yaml names the attention variant")
     tags = list(pick(record.tags if record else None, "tags") or [])
@@ -86,15 +86,10 @@ def read_run(path: Path) -> Run:
     layers = OmegaConf.select(cfg, "data.layers") if cfg is not None else None
     experiment = _tag(tags, "experiment")
     search = OmegaConf.select(cfg, "search.role") if cfg is not None else None
-    if search:  # a trial's or a tuned run's options are the search's: named by role, not by value
-        trial = OmegaConf.select(cfg, "search.trial")
-        variant = (
-            f"{cfg.attention.name} (tuned)" if search == "tuned" else f"{cfg.attention.name} trial {trial}"
-        )
     return Run(
         path=path,
         status=status,
-        variant=variant,
+        variant=name,
         experiment=experiment,
         data=pick(record.data if record else None, "data.name"),
         fold=pick(record.fold if record else None, "data.fold"),

@@ -31,6 +31,7 @@ class DaamlabOptunaSweeperConf:
     storage: Optional[str] = None  # noqa: UP045 (OmegaConf reads Optional)  null: sqlite:///<sweep dir>/optuna.db
     sampler_seed: Optional[int] = 0  # noqa: UP045
     pruner: str = "median"  # median | none
+    n_jobs: int = 1  # trials launched at a time (in parallel with a parallel launcher)
     rerun_best: bool = True  # re-run the best configuration on every point of the swept grid
 
 
