@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from daamlab.errors import DaamlabError
-from daamlab.record import RunRecord
 from daamlab.accuracy import EpochHistory
 from daamlab.data import validation_split
+from daamlab.errors import DaamlabError
+from daamlab.record import RunRecord
 from daamlab.search import TrialPruning, check_objective, plan, run_search, search_space
 from tests.conftest import run_script
 
@@ -112,11 +112,15 @@ def test_search_on_dev_runs_its_trials_and_the_tuned_run(tmp_path):
     assert (
         r.stderr.strip().splitlines()[-1].startswith("daamlab: error: hparams_search on data.dev_fraction=0")
     )
-    assert not list(tmp_path.rglob("metrics.json"))  # refused before any trial
+    assert not list(tmp_path.iterdir())  # refused before any trial: not even the sweep folder
 
     args = [*SMALL, "data.dev_fraction=0.25", "sweep_name=s", f"paths.log_dir={tmp_path}"]
     r = run_script("train.py", *args, "hydra.sweeper.n_trials=2")
     assert r.returncode == 0, r.stderr[-2000:]
+    # the console keeps the trials (dev accuracy, one configuration each) apart from the result
+    trials_part, results_part = r.stdout.split("search trials (2)")[1].split("results of 1 runs")
+    assert "daam trial 0" in trials_part and "daam trial 1" in trials_part
+    assert "daam (tuned)" in results_part and "trial" not in results_part.split("(head params")[0]
     sweep = tmp_path / "train" / "multiruns" / "s"
     trials = sorted((sweep / "search" / "daam").glob("trial_*/metrics.json"))
     assert len(trials) == 2
@@ -151,4 +155,34 @@ def test_trials_are_asked_and_launched_n_jobs_at_a_time(compose, tmp_path):
     study = optuna.load_study(study_name="p-daam", storage=storage)
     assert len(study.trials) == 5 and best["daam"]["value"] == pytest.approx(0.53)
     with pytest.raises(DaamlabError, match="n_jobs=0 must be an integer >= 1"):
-        run_search(args, compose=compose, launch=launch, n_trials=1, study_name="q", storage=storage, n_jobs=0)
+        run_search(
+            args, compose=compose, launch=launch, n_trials=1, study_name="q", storage=storage, n_jobs=0
+        )
+
+
+def test_parallel_trials_train_at_the_same_time(tmp_path):
+    """launcher=joblib with 2 workers: the sweeper launches 2 trials at once and both run together."""
+    args = [
+        *SMALL,
+        "data.dev_fraction=0.25",
+        "sweep_name=par",
+        f"paths.log_dir={tmp_path}",
+        "launcher=joblib",
+    ]
+    r = run_script("train.py", *args, "hydra.sweeper.n_trials=2", "hydra.sweeper.rerun_best=false")
+    assert r.returncode == 0, r.stderr[-2000:]
+    trials = sorted((tmp_path / "train" / "multiruns" / "par" / "search" / "daam").glob("trial_*"))
+    spans = [_span(t / "train.log") for t in trials]
+    assert len(spans) == 2 and spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # they overlap
+
+
+def _span(log) -> tuple[float, float]:
+    """The first and last timestamps of a run's train.log ([YYYY-mm-dd HH:MM:SS,mmm] lines)."""
+    import datetime as dt
+
+    stamps = [
+        dt.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        for line in log.read_text().splitlines()
+        if line.startswith("[20")
+    ]
+    return stamps[0], stamps[-1]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -198,7 +199,9 @@ def run_search(
                     f"+search.trial={trial.number}", f"+search.trial_id={trial._trial_id}",
                     f"hydra.sweep.subdir=search/{name}/trial_{trial.number:03d}",
                 ])  # fmt: skip
-                log.info("%s trial %d (%d/%d): %s", study.study_name, trial.number, done + 1, n_trials, params)
+                log.info(
+                    "%s trial %d (%d/%d): %s", study.study_name, trial.number, done + 1, n_trials, params
+                )
                 done += 1
             for trial, value in zip(batch, launch(jobs_of_batch), strict=True):
                 _tell(study, trial, value, storage)
@@ -222,11 +225,13 @@ def run_search(
 
 
 def open_storage(url: str):
-    """The study's storage. SQLite: wait up to a minute for a lock, since parallel trials (n_jobs > 1)
-    report to the same file as the sweeper writes it."""
+    """The study's storage. SQLite: its folder is made here, after the search's checks (a refused
+    search leaves nothing behind), and a lock is waited for up to a minute, since parallel trials
+    (n_jobs > 1) report to the same file as the sweeper writes it."""
     import optuna
 
-    if url.startswith("sqlite:"):
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
 
@@ -246,7 +251,6 @@ def _fail_stale(study) -> None:
 
 
 def _tell(study, trial, value: Any, storage: str) -> None:
-    import optuna
     from optuna.trial import TrialState
 
     # set by TrialPruning through its own connection; this study's cached copy of a running trial

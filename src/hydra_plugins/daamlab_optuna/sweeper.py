@@ -62,8 +62,7 @@ class DaamlabOptunaSweeper(Sweeper):
         from daamlab.errors import DaamlabError
         from daamlab.search import run_search
 
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_dir = Path(self.config.hydra.sweep.dir)  # made once the search's checks pass
         options = dict(self.options)
         options["storage"] = options.get("storage") or f"sqlite:///{sweep_dir / 'optuna.db'}"
         try:
