@@ -59,7 +59,10 @@ class HFEncoder:
             raise DaamlabError(f"encoder.dtype={dtype!r} is not one of {', '.join(DTYPES)}")
         self.kind, self.dtype_name, self.batch_size = kind, dtype, int(batch_size)
         self.dtype = DTYPES[dtype]
+        kept_fp32 = grouped_conv1d_kept_fp32(model) if self.dtype == torch.bfloat16 else {}
         self.model = model.to(torch.device(resolve_device(device)), self.dtype).eval().requires_grad_(False)
+        for conv, state in kept_fp32.items():
+            run_in_fp32(conv, state, self.dtype)
         self.processor = processor
         self.identity = identity
         config = model.config
@@ -68,6 +71,8 @@ class HFEncoder:
         self.num_layers, self.dim = len(self.layers), int(config.hidden_size)
         self.max_length = max_length
         self.preprocessing: dict[str, Any] = {"kind": kind, "pooling": "masked_mean"}
+        if kept_fp32:  # features differ from (wrong) caches made before this fix: another fingerprint
+            self.preprocessing |= {"grouped_conv1d": "fp32"}
         if kind == "audio":
             if not hasattr(model, "_get_feat_extract_output_lengths"):
                 raise DaamlabError(
@@ -154,6 +159,26 @@ class HFEncoder:
         batch = self.processor(images=images, return_tensors="pt")
         pixels = batch["pixel_values"].to(self.device, self.dtype)
         return {"pixel_values": pixels}, lambda T: torch.ones(len(images), T, dtype=torch.bool)
+
+
+def grouped_conv1d_kept_fp32(model: torch.nn.Module) -> dict[torch.nn.Module, dict[str, torch.Tensor]]:
+    """The grouped Conv1d modules of a model about to run in bf16, with their fp32 weights.
+
+    torch's CPU bf16 grouped conv1d (oneDNN; torch 2.13) returns wrong values: relative error ~1,
+    where groups=1 and Conv2d are right to bf16 precision. WavLM/HuBERT/wav2vec2's positional conv
+    (groups=16) then corrupts every layer's features. These convs stay fp32 (run_in_fp32)."""
+    return {
+        m: {k: v.detach().clone() for k, v in m.state_dict().items()}
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv1d) and m.groups > 1
+    }
+
+
+def run_in_fp32(conv: torch.nn.Module, state: dict[str, torch.Tensor], out_dtype: torch.dtype) -> None:
+    """The conv back in fp32 with its original weights: fed fp32, handing back `out_dtype`."""
+    conv.float().load_state_dict(state)
+    conv.register_forward_pre_hook(lambda module, args: (args[0].float(), *args[1:]))
+    conv.register_forward_hook(lambda module, args, out: out.to(out_dtype))
 
 
 CROP_FRACTION = 0.875  # ImageNet evaluation: the centre 224 of 256
