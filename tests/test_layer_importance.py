@@ -131,4 +131,4 @@ def test_report_shows_if_vs_occlusion_for_every_gated_run(tmp_path):
         in section
     )
     assert "| mhsa |" not in section
-    assert (tmp_path / "out" / "if_vs_occlusion_paper_iemocap-iemocap_0.png").stat().st_size > 0
+    assert (tmp_path / "out" / "if_vs_occlusion_paper_iemocap-iemocap_daam.png").stat().st_size > 0

@@ -14,17 +14,13 @@ from pathlib import Path
 
 from daamlab.errors import DaamlabError
 from daamlab.io import write_text
-from daamlab.report.aggregate import build_sections, load_paper, mean_std
+from daamlab.report.aggregate import build_sections, load_paper, mean_std, slug
 from daamlab.report.collect import collect
 from daamlab.report.figures import accuracy_figure, confusion_figure, importance_figure
 from daamlab.report.render import report_markdown, write_csv, write_paired_csv
 
 PAPER_RESULTS = Path(__file__).resolve().parents[3] / "experiments" / "paper_results.yaml"
 REPORT_FILES = {".md", ".csv", ".png"}  # all a report folder holds: anything else is not ours to replace
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_") or "x"
 
 
 def build_report(paths: list[Path], out_dir: Path, paper_path: Path | None = PAPER_RESULTS) -> Path:

@@ -22,6 +22,12 @@ from daamlab.results_table import mean_std
 TEST_METRICS = ("acc", "uar", "f1")
 
 
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a section title or a variant label (figure names)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_") or "x"
+
 @dataclass
 class PaperRow:
     method: str
@@ -149,7 +155,7 @@ class Section:
 
     @property
     def slug(self) -> str:
-        return "".join(c if c.isalnum() or c in "-_" else "_" for c in self.title.replace(" · ", "-"))
+        return slug(self.title.replace(" · ", "-"))
 
     def delta(self, row: Row) -> float | None:
         ours = row.val_acc()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from daamlab.io import write_text
-from daamlab.report.aggregate import TEST_METRICS, Row, Section
+from daamlab.report.aggregate import TEST_METRICS, Row, Section, slug
 from daamlab.report.collect import Run
 from daamlab.report.stats import Comparison, PairedResult, section_comparisons
 
@@ -118,7 +118,7 @@ def if_vs_occlusion_markdown(sections: list[Section], out_dir: Path) -> list[str
             each = ", ".join(f"{r:+.2f}" for r in rhos)
             cells = [section.title, row.label, rho, each, _top3(mean_if, layers), _top3(mean_occ, layers)]
             table.append("| " + " | ".join(cells) + " |")
-            path = out_dir / f"if_vs_occlusion_{section.slug}_{len(figures)}.png"
+            path = out_dir / f"if_vs_occlusion_{section.slug}_{slug(row.label)}.png"
             title = f"{section.title}: {row.label}"
             figures.append(
                 (title, if_vs_occlusion_figure(title, mean_if, mean_occ, float(np.nanmean(rhos)), path))
