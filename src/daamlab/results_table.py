@@ -1,8 +1,9 @@
 """The short results table train.py prints: one run at its end, and every job of a sweep at the sweep's end.
 
 Reads only what runs wrote (metrics.json), so a sweep's table is the same whether its jobs ran in
-this process, in joblib workers or on SLURM. A sweep groups its runs by modality and attention and
-gives the test accuracy as mean +- std over the folds / seeds that ran.
+this process, in joblib workers or on SLURM. A sweep groups its runs by modality and variant (the
+record's name for it: `mhsa_paper[layer=22]`, `daam (tuned)`) and gives the test accuracy as mean +- std
+over the folds / seeds that ran; a search's trials are listed apart, one row each.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from omegaconf import DictConfig
 from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
 
-COLUMNS = ("modality", "attention", "runs", "test acc", "test uar", "best val acc", "head params")
+COLUMNS = ("modality", "variant", "runs", "test acc", "test uar", "best val acc", "head params")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -190,20 +190,17 @@ def run_search(
         meta.append(f"+search.keys=[{','.join(space)}]")
         while (done := _finished(study)) < n_trials:
             batch = [study.ask() for _ in range(min(n_jobs, n_trials - done))]  # launched together
-            jobs_of_batch = []
-            for trial in batch:
+            trial_jobs = []
+            for i, trial in enumerate(batch, start=done + 1):
                 params = suggest(trial, space)
-                jobs_of_batch.append([
+                log.info("%s trial %d (%d/%d): %s", study.study_name, trial.number, i, n_trials, params)
+                trial_jobs.append([
                     *jobs[variant], *as_overrides(params), *meta, "+search.role=trial",
                     # the storage's id of the trial: what TrialPruning needs to attach to it from the job
                     f"+search.trial={trial.number}", f"+search.trial_id={trial._trial_id}",
                     f"hydra.sweep.subdir=search/{name}/trial_{trial.number:03d}",
                 ])  # fmt: skip
-                log.info(
-                    "%s trial %d (%d/%d): %s", study.study_name, trial.number, done + 1, n_trials, params
-                )
-                done += 1
-            for trial, value in zip(batch, launch(jobs_of_batch), strict=True):
+            for trial, value in zip(batch, launch(trial_jobs), strict=True):
                 _tell(study, trial, value, storage)
         best = _best(study)
         results[variant or name] = best
