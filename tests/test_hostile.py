@@ -625,5 +625,6 @@ def test_sweeps_locked_corrupt_and_moved(tmp_path):
     # not a failure of this sweep: the other one trains it; this sweep completes the other job
     assert "Traceback" not in r.stderr and r.returncode == 0 and "1 complete" in r.stdout, r.stderr[-3000:]
     assert any(f"{seed2} is being trained by another process" in line for line in r.stderr.splitlines())
+    assert "1 incomplete (1 being trained by another process)" in r.stdout  # in the summary, not missing
     assert RunRecord.read(seed1 / "metrics.json").status == "complete"
     assert not (seed2 / "metrics.json").exists()

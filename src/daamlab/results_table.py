@@ -17,6 +17,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from daamlab import rundir
 from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord
 
@@ -80,11 +81,11 @@ def trials_table(trials: list[RunRecord]) -> str:
 
 
 def sweep_records(root: Path) -> list[tuple[Path, RunRecord | None]]:
-    """(job folder, its record or None) for every job folder under root (those holding a config.yaml)."""
-    jobs = sorted(
-        {p.parent for p in root.rglob("config.yaml")} | {p.parent for p in root.rglob("metrics.json")}
-    )
-    return [(job, _read(job / "metrics.json")) for job in jobs]
+    """(job folder, its record or None) for every job folder under root: those holding a config.yaml,
+    a metrics.json, or only the lock of a job another process trains."""
+    names = (rundir.CONFIG, rundir.METRICS, rundir.LOCK)
+    jobs = sorted({p.parent for name in names for p in root.rglob(name)})
+    return [(job, _read(job / rundir.METRICS)) for job in jobs]
 
 
 def _read(path: Path) -> RunRecord | None:
@@ -104,7 +105,8 @@ def complete_runs(root: Path) -> list[RunRecord]:
 
 class SweepTable(Callback):
     """Hydra callback: after a multirun, print the table of the sweep's runs and a summary of its jobs
-    (complete, failed, skipped as already complete, incomplete); exit 2 if any job failed."""
+    (complete, failed, skipped as already complete, incomplete: killed, or being trained by another
+    process, i.e. its lock is held); exit 2 if any job failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
@@ -116,11 +118,12 @@ class SweepTable(Callback):
         failed = [(job, r) for job, r in jobs if r is not None and r.status == "failed"]
         started = getattr(self, "started", float("inf"))
         skipped = sum(
-            r.status == "complete" and (job / "metrics.json").stat().st_mtime < started
+            r.status == "complete" and (job / rundir.METRICS).stat().st_mtime < started
             for job, r in jobs
             if r
         )
-        incomplete = sum(r is None for _, r in jobs)
+        incomplete = [job for job, r in jobs if r is None]
+        elsewhere = sum(rundir.trained_elsewhere(job) for job in incomplete)
         trials = [r for r in complete if r.search_role == "trial"]
         results = [r for r in complete if r.search_role != "trial"]
         if trials:
@@ -130,7 +133,8 @@ class SweepTable(Callback):
         print(
             f"\nsweep {root}: {len(complete)} complete ({skipped} of them skipped: finished before this sweep"
             + (f"; {len(trials)} search trials" if trials else "")
-            + f"), {len(failed)} failed, {incomplete} incomplete"
+            + f"), {len(failed)} failed, {len(incomplete)} incomplete"
+            + (f" ({elsewhere} being trained by another process)" if elsewhere else "")
         )
         for job, record in failed:
             print(f"  failed: {job.name}: {record.error}")

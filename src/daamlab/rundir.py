@@ -70,6 +70,14 @@ def job_lock(out_dir: Path) -> Iterator[bool]:
         yield held
 
 
+def trained_elsewhere(out_dir: Path) -> bool:
+    """Whether another process holds the job's lock now (a job left incomplete by a kill does not)."""
+    if not (out_dir / LOCK).is_file():
+        return False
+    with exclusive(out_dir / LOCK, wait=False) as held:
+        return not held
+
+
 def holds_training_run(directory: Path) -> bool:
     return (directory / METRICS).is_file() or (directory / RUN_INFO).is_file()
 

@@ -22,11 +22,10 @@ from daamlab.results_table import mean_std
 TEST_METRICS = ("acc", "uar", "f1")
 
 
-
-
 def slug(text: str) -> str:
     """A file-name-safe form of a section title or a variant label (figure names)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_") or "x"
+
 
 @dataclass
 class PaperRow:
