@@ -118,7 +118,7 @@ def test_search_on_dev_runs_its_trials_and_the_tuned_run(tmp_path):
     r = run_script("train.py", *args, "hydra.sweeper.n_trials=2")
     assert r.returncode == 0, r.stderr[-2000:]
     # the console keeps the trials (dev accuracy, one configuration each) apart from the result
-    trials_part, results_part = r.stdout.split("search trials (2)")[1].split("results of 1 runs")
+    trials_part, results_part = r.stdout.split("search trials (2)")[1].split("results of 1 run in")
     assert "daam trial 0" in trials_part and "daam trial 1" in trials_part
     assert "daam (tuned)" in results_part and "trial" not in results_part.split("(head params")[0]
     sweep = tmp_path / "train" / "multiruns" / "s"

@@ -122,6 +122,11 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
 def test_eval_reproduces_the_test_metrics(tmp_path):
     r = run_script("train.py", *SMALL, f"hydra.run.dir={tmp_path}/run")
     assert r.returncode == 0, r.stderr[-2000:]
+    # the console names the groups and overrides, not the 200-line config tree nor Lightning's adverts
+    head = r.stdout.split("run directory:")[0].splitlines()
+    assert [line.split(":")[0] for line in head] == ["config", "overrides"], head
+    assert "attention=daam" in head[0].split() and head[1] == "overrides: modality=toy " + " ".join(SMALL)
+    assert "💡" not in r.stdout + r.stderr
     trained = RunRecord.read(tmp_path / "run" / "metrics.json")
     ckpt = next((tmp_path / "run" / "checkpoints").glob("epoch_*.ckpt"))
     r = run_script(

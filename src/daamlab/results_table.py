@@ -129,7 +129,8 @@ class SweepTable(Callback):
         if trials:
             print(f"\nsearch trials ({len(trials)}) in {root}:\n{trials_table(trials)}")
         if results:
-            print(f"\nresults of {len(results)} runs in {root}:\n{results_table(results)}")
+            runs = f"{len(results)} run" + ("s" if len(results) > 1 else "")
+            print(f"\nresults of {runs} in {root}:\n{results_table(results)}")
         print(
             f"\nsweep {root}: {len(complete)} complete ({skipped} of them skipped: finished before this sweep"
             + (f"; {len(trials)} search trials" if trials else "")

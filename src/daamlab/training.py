@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,13 @@ from daamlab.tracking import experiment_name, log_config, log_results, run_tags,
 from daamlab.validate import validate
 
 log = logging.getLogger(__name__)
+
+# Two lines per job nobody here can act on: Lightning's advertisement for its cloud logger and a
+# deprecation warning raised inside Lightning's own code by torch 2.13's pytree.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not record.getMessage().startswith("💡 Tip")
+)
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def train(cfg: DictConfig) -> RunRecord | None:
