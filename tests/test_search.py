@@ -7,6 +7,7 @@ import lightning as L
 import optuna
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from torch.utils.data import DataLoader, TensorDataset
 
 from daamlab.accuracy import EpochHistory
@@ -114,18 +115,19 @@ def test_search_on_dev_runs_its_trials_and_the_tuned_run(tmp_path):
     )
     assert not list(tmp_path.iterdir())  # refused before any trial: not even the sweep folder
 
-    args = [*SMALL, "data.dev_fraction=0.25", "sweep_name=s", f"paths.log_dir={tmp_path}"]
+    args = [*SMALL, "data.dev_fraction=0.25", "seed=1,2", "sweep_name=s", f"paths.log_dir={tmp_path}"]
     r = run_script("train.py", *args, "hydra.sweeper.n_trials=2")
     assert r.returncode == 0, r.stderr[-2000:]
     # the console keeps the trials (dev accuracy, one configuration each) apart from the result
-    trials_part, results_part = r.stdout.split("search trials (2)")[1].split("results of 1 run in")
+    trials_part, results_part = r.stdout.split("search trials (2)")[1].split("results of 2 runs in")
     assert "daam trial 0" in trials_part and "daam trial 1" in trials_part
     assert "daam (tuned)" in results_part and "trial" not in results_part.split("(head params")[0]
     sweep = tmp_path / "train" / "multiruns" / "s"
     trials = sorted((sweep / "search" / "daam").glob("trial_*/metrics.json"))
     assert len(trials) == 2
-    tuned = RunRecord.read(sweep / "tuned" / "daam" / "default" / "metrics.json")
-    assert tuned.status == "complete" and "search:tuned" in tuned.tags
+    for seed in (1, 2):  # the best configuration re-run on every point of the grid (trials: seed=1)
+        tuned = RunRecord.read(sweep / "tuned" / "daam" / f"seed={seed}" / "metrics.json")
+        assert tuned.status == "complete" and "search:tuned" in tuned.tags and tuned.seed == seed
     study = optuna.load_study(study_name="s-daam", storage=f"sqlite:///{sweep / 'optuna.db'}")
     values = sorted(RunRecord.read(p).best_val_acc for p in trials)
     assert sorted(t.value for t in study.trials) == pytest.approx(values)  # the dev accuracy, per trial
@@ -152,12 +154,35 @@ def test_trials_are_asked_and_launched_n_jobs_at_a_time(compose, tmp_path):
     subdirs = [o for b in trial_batches for job in b for o in job if o.startswith("hydra.sweep.subdir=")]
     assert len(set(subdirs)) == 5  # each trial its own run directory
     assert [o for job in tuned for o in job if o.startswith("seed=")] == ["seed=1", "seed=2"]
+    parser = OverridesParser.create()  # a grid point's folder name holds `=`: its override must parse
+    folders = [parser.parse_override(o).value() for job in tuned for o in job if "subdir" in o]
+    assert folders == ["tuned/daam/seed=1", "tuned/daam/seed=2"]
     study = optuna.load_study(study_name="p-daam", storage=storage)
     assert len(study.trials) == 5 and best["daam"]["value"] == pytest.approx(0.53)
-    with pytest.raises(DaamlabError, match="n_jobs=0 must be an integer >= 1"):
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ({"n_trials": 0}, "n_trials=0 must be an integer >= 1: trials per variant"),
+        ({"n_jobs": True}, "n_jobs=True must be an integer >= 1"),
+        ({"study_name": " "}, "study_name=' ' must be a non-empty name"),
+        ({"storage": "/tmp/x.db"}, "storage='/tmp/x.db' is not a database URL: e.g. sqlite:////"),
+        ({"storage": "sqlite:////proc/none/x.db"}, "cannot open the study's storage .*No such file"),
+        ({"storage": "postgresql://u@localhost/db"}, "cannot open the study's storage .*DB access module"),
+        ({"pruner": "hyperband"}, "pruner='hyperband' is not a pruner: median or none"),
+    ],
+)
+def test_bad_sweeper_options_are_refused_before_any_trial(compose, tmp_path, option, message):
+    def launch(jobs):
+        raise AssertionError("a refused search launched jobs")
+
+    options = {"n_trials": 2, "study_name": "s", "storage": f"sqlite:///{tmp_path / 'db' / 's.db'}"}
+    with pytest.raises(DaamlabError, match=message):
         run_search(
-            args, compose=compose, launch=launch, n_trials=1, study_name="q", storage=storage, n_jobs=0
+            ["modality=toy", "data.dev_fraction=0.2"], compose=compose, launch=launch, **{**options, **option}
         )
+    assert not (tmp_path / "db").exists()
 
 
 def test_parallel_trials_train_at_the_same_time(tmp_path):

@@ -82,6 +82,31 @@ def check_objective(cfg: DictConfig) -> None:
         )
 
 
+def check_options(*, n_trials: Any, study_name: Any, storage: str, pruner: str, n_jobs: Any) -> None:
+    """The sweeper's keys, checked before the study is opened or its folder made."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    for key, value, what in (
+        ("n_trials", n_trials, "trials per variant"),
+        ("n_jobs", n_jobs, "trials run at a time"),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DaamlabError(f"hydra.sweeper.{key}={value!r} must be an integer >= 1: {what}")
+    if not isinstance(study_name, str) or not study_name.strip():
+        raise DaamlabError(
+            f"hydra.sweeper.study_name={study_name!r} must be a non-empty name (it names the study to resume)"
+        )
+    try:
+        make_url(storage)
+    except ArgumentError:
+        raise DaamlabError(
+            f"hydra.sweeper.storage={storage!r} is not a database URL: e.g. sqlite:////abs/path/optuna.db "
+            "(null: a SQLite file in the sweep folder)"
+        ) from None
+    build_pruner(pruner)
+
+
 def build_pruner(name: str):
     """median: stop a trial whose dev accuracy at an epoch trails the median of earlier trials' at that
     epoch (after 2 finished trials and 1 warm-up epoch); none: never. Built by the sweeper and by every
@@ -139,6 +164,11 @@ def point_name(point: list[str]) -> str:
     return ",".join(point) or "default"
 
 
+def subdir(path: str) -> str:
+    """The override placing a job in <sweep dir>/<path>, quoted: a grid point's name holds `=` and `,`."""
+    return "hydra.sweep.subdir='" + path.replace("'", "\\'") + "'"
+
+
 Launch = Callable[[list[list[str]]], list[Any]]  # job overrides -> returns (float or an exception)
 
 
@@ -165,9 +195,7 @@ def run_search(
     configs = {v: compose(overrides) for v, overrides in jobs.items()}
     for cfg in configs.values():  # before any trial: a refused search trains nothing
         check_objective(cfg)
-    build_pruner(pruner)
-    if not isinstance(n_jobs, int) or n_jobs < 1:
-        raise DaamlabError(f"hydra.sweeper.n_jobs={n_jobs!r} must be an integer >= 1: trials run at a time")
+    check_options(n_trials=n_trials, study_name=study_name, storage=storage, pruner=pruner, n_jobs=n_jobs)
     results = {}
     for variant, cfg in configs.items():
         name = cfg.attention.name
@@ -198,7 +226,7 @@ def run_search(
                     *jobs[variant], *as_overrides(params), *meta, "+search.role=trial",
                     # the storage's id of the trial: what TrialPruning needs to attach to it from the job
                     f"+search.trial={trial.number}", f"+search.trial_id={trial._trial_id}",
-                    f"hydra.sweep.subdir=search/{name}/trial_{trial.number:03d}",
+                    subdir(f"search/{name}/trial_{trial.number:03d}"),
                 ])  # fmt: skip
             for trial, value in zip(batch, launch(trial_jobs), strict=True):
                 _tell(study, trial, value, storage)
@@ -213,7 +241,7 @@ def run_search(
                 [
                     *p.fixed, *([f"attention={variant}"] if variant else []), *point,
                     *as_overrides(best["params"]), *meta, "+search.role=tuned",
-                    f"+search.trial={best['number']}", f"hydra.sweep.subdir=tuned/{name}/{point_name(point)}",
+                    f"+search.trial={best['number']}", subdir(f"tuned/{name}/{point_name(point)}"),
                 ]
                 for point in p.grid
             ]  # fmt: skip
@@ -226,11 +254,18 @@ def open_storage(url: str):
     search leaves nothing behind), and a lock is waited for up to a minute, since parallel trials
     (n_jobs > 1) report to the same file as the sweeper writes it."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError
 
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url)
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.storages.RDBStorage(url)
+    except (OSError, ImportError, SQLAlchemyError) as e:  # no folder, no driver, no server
+        reason = str(e).splitlines()[0]
+        raise DaamlabError(
+            f"cannot open the study's storage hydra.sweeper.storage={url!r}: {reason}"
+        ) from None
 
 
 def _finished(study) -> int:
