@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from daamlab.report import build_report
-from daamlab.report.stats import paired_bootstrap, paired_runs, sign_flip_p, t_interval, unit_differences
+from daamlab.report.stats import (
+    holm,
+    paired_bootstrap,
+    paired_runs,
+    sign_flip_p,
+    t_interval,
+    unit_differences,
+)
 
 
 def test_sign_flip_p_counts_the_sign_patterns_exactly():
@@ -77,17 +84,39 @@ def _run(
 
 
 def test_report_has_a_paired_row_with_interval_and_p(tmp_path):
-    # daam is right on 80, 90, 100 of 100 items (seeds 1-3); none on the first 50 each time
+    # daam is right on 80, 90, 100 of 100 items (seeds 1-3); gaussian and none on the first 50 each time
     root = tmp_path / "sweep"
     for seed, n_right in [(1, 80), (2, 90), (3, 100)]:
         _run(root / f"daam_s{seed}", "daam", seed, [i < n_right for i in range(100)])
+        _run(root / f"gaussian_s{seed}", "gaussian", seed, [i < 50 for i in range(100)])
         _run(root / f"none_s{seed}", "none", seed, [i < 50 for i in range(100)])
     text = build_report([root], tmp_path / "report", paper_path=None).read_text()
     assert "### Paired comparisons" in text
-    row = next(line for line in text.splitlines() if line.startswith("| daam | none |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    # runs: differences 30, 40, 50 points -> mean 40, t interval 40 ± 4.303 * 10 / sqrt(3), p = 2/8
-    assert cells[2:6] == ["+40.00", "[+15.16, +64.84]", "0.25", "3"]
-    # items: each item's correctness averaged over the 3 seeds, daam minus none, over 100 items
-    assert cells[6] == "+40.00" and cells[8] == "0.0001" and cells[9] == "100"
+    rows = {}
+    for line in text.split("### Paired comparisons")[1].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 12 and cells[0] in ("daam", "gaussian"):
+            rows[cells[0], cells[1]] = cells
+    assert set(rows) == {("daam", "gaussian"), ("daam", "none"), ("gaussian", "none")}
+    cells = rows["daam", "none"]
+    # runs: differences 30, 40, 50 points -> mean 40, t interval 40 ± 4.303 * 10 / sqrt(3), p = 2/8;
+    # Holm over the 3 pairs' p (0.25, 0.25, 1): 3 * 0.25
+    assert cells[2:7] == ["+40.00", "[+15.16, +64.84]", "0.25", "0.75", "3"]
+    # items: each item's correctness averaged over the 3 seeds, daam minus none, over 100 items;
+    # p = 1/10001 (no resample reaches 0), Holm 3/10001
+    assert cells[7] == "+40.00" and cells[9:12] == ["0.0001", "0.0003", "100"]
+    assert rows["gaussian", "none"][2:7] == ["+0.00", "[+0.00, +0.00]", "1", "1", "3"]
     assert "assume" in text.split("### Paired comparisons")[1]
+    with (tmp_path / "report" / "paired.csv").open() as f:
+        paired = {(r["a"], r["b"], r["test"]): r for r in csv.DictReader(f)}
+    assert float(paired["daam", "none", "runs"]["p_holm"]) == pytest.approx(0.75)
+    assert float(paired["daam", "gaussian", "items"]["p_holm"]) == pytest.approx(
+        3 / 10001, rel=1e-3
+    )  # as written
+
+
+def test_holm_adjusts_in_the_inputs_order():
+    # sorted 0.01, 0.03, 0.04 -> 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.2]) == [0.2] and holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
+    assert holm([]) == []

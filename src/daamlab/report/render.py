@@ -142,7 +142,9 @@ PAIRED_NOTE = (
     "units it cannot go below 2/2^n); items: paired bootstrap over test items, resampled within each "
     "fold (10,000 times). The tests assume that, were A and B equally good, each fold's (or seed's) "
     "difference and each item's would be as likely negative as positive, independently of the others; "
-    "they ignore that under the paper's protocol the checkpoint was chosen on these same test items."
+    "they ignore that under the paper's protocol the checkpoint was chosen on these same test items. "
+    "Holm: each test's p adjusted (Holm–Bonferroni) over this section's pairs; read it when asking "
+    "whether any of the pairs differs."
 )
 
 
@@ -160,19 +162,23 @@ def paired_markdown(comparisons: list[Comparison]) -> list[str]:
         "Δ runs",
         "95% CI",
         "p (sign-flip)",
+        "Holm",
         "n",
         "Δ items",
         "95% CI",
         "p (bootstrap)",
+        "Holm",
         "items",
     ]
     lines = ["", "### Paired comparisons", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in comparisons:
-        cells = [c.a, c.b, f"{c.runs.mean:+.2f}", _interval(c.runs), f"{c.runs.p:.3g}", str(c.runs.n)]
+        cells = [c.a, c.b, f"{c.runs.mean:+.2f}", _interval(c.runs), f"{c.runs.p:.3g}"]
+        cells += [f"{c.runs.p_holm:.3g}", str(c.runs.n)]
         if c.items is not None:
-            cells += [f"{c.items.mean:+.2f}", _interval(c.items), f"{c.items.p:.3g}", str(c.items.n)]
+            cells += [f"{c.items.mean:+.2f}", _interval(c.items), f"{c.items.p:.3g}", f"{c.items.p_holm:.3g}"]
+            cells.append(str(c.items.n))
         else:
-            cells += ["—", "—", "—", c.note or "—"]
+            cells += ["—", "—", "—", "—", c.note or "—"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + ["", PAIRED_NOTE]
 
@@ -209,7 +215,7 @@ def report_markdown(
     return "\n".join(lines)
 
 
-PAIRED_FIELDS = ["section", "a", "b", "test", "mean", "low", "high", "p", "n"]
+PAIRED_FIELDS = ["section", "a", "b", "test", "mean", "low", "high", "p", "p_holm", "n"]
 
 
 def write_paired_csv(sections: list[Section], path: Path) -> None:
@@ -225,7 +231,8 @@ def write_paired_csv(sections: list[Section], path: Path) -> None:
                     if r is not None:
                         writer.writerow({
                             "section": section.title, "a": c.a, "b": c.b, "test": test, "mean": _num(r.mean),
-                            "low": _num(r.low), "high": _num(r.high), "p": _num(r.p), "n": r.n,
+                            "low": _num(r.low), "high": _num(r.high), "p": _num(r.p), "p_holm": _num(r.p_holm),
+                            "n": r.n,
                         })  # fmt: skip
 
 

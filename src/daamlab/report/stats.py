@@ -13,12 +13,17 @@ Two tests, both paired (the same folds, seeds and test items for both variants):
   A paired bootstrap resamples items within each fold; the interval is its 2.5/97.5 percentiles and
   the p-value is how often a resample lies as far from the observed difference as 0 does.
 
+A section with k variants makes k(k-1)/2 comparisons, so some small p-values are expected by chance:
+each test's p-values are also given Holm-adjusted over the section's pairs (holm below), which
+bounds the chance of any false "A differs from B" among them at the level read off.
+
 Differences are in the unit of the inputs (the report passes accuracy in %, items as 0/1).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 from collections import defaultdict
 from collections.abc import Mapping
@@ -40,6 +45,7 @@ class PairedResult:
     high: float | None
     p: float
     n: int  # units: folds, or seeds without folds (runs test); items (items test)
+    p_holm: float | None = None  # p adjusted for the section's comparisons (section_comparisons)
 
 
 def unit_differences(a: Mapping[Key, float], b: Mapping[Key, float]) -> dict[int | str, float]:
@@ -64,6 +70,17 @@ def sign_flip_p(diffs: np.ndarray, rng: np.random.Generator | None = None, sampl
         signs = rng.choice((1.0, -1.0), size=(samples, len(d)))
     means = np.abs(signs @ d) / len(d)
     return float(np.mean(means >= observed - 1e-12 * max(1.0, observed)))  # ties count (float noise)
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment, in the input's order: the i-th smallest of m p-values becomes
+    max over j <= i of min(1, (m - j + 1) * p_(j))."""
+    order = np.argsort(ps, kind="stable")
+    adjusted, running = np.empty(len(ps)), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
 
 
 def t_interval(diffs: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None]:
@@ -196,4 +213,19 @@ def section_comparisons(rows) -> list[Comparison]:
         c = compare(la, lb, acc_a, acc_b, pred_a, pred_b)
         if c is not None:
             out.append(c)
-    return out
+    return _with_holm(out)
+
+
+def _with_holm(comparisons: list[Comparison]) -> list[Comparison]:
+    """Each test's p-values Holm-adjusted over the comparisons that have that test."""
+    runs = holm([c.runs.p for c in comparisons])
+    with_items = [i for i, c in enumerate(comparisons) if c.items is not None]
+    items = dict(zip(with_items, holm([comparisons[i].items.p for i in with_items]), strict=True))
+    return [
+        dataclasses.replace(
+            c,
+            runs=dataclasses.replace(c.runs, p_holm=runs[i]),
+            items=None if c.items is None else dataclasses.replace(c.items, p_holm=items[i]),
+        )
+        for i, c in enumerate(comparisons)
+    ]
