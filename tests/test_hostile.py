@@ -185,6 +185,7 @@ IN_PROCESS = [
     Case("precision-bogus", ["trainer.precision=bogus"], "trainer.precision='bogus' is not valid"),
     Case("threads-0", ["++torch_threads=0"], "torch_threads=0 is not valid"),
     Case("print-config-bogus", ["print_config=bogus"], "print_config='bogus' is not valid"),
+    Case("tags-nested", ["tags=[[a],b]"], "tags=[['a'], 'b'] is not valid: it must be a list of tags"),
     Case("test-maybe", ["test=maybe"], "test='maybe' is not valid"),
     Case("snr-reversed", ["augment=noise", "augment.snr_db=[30,10]"], "augment.snr_db=[30, 10] is not valid"),
     Case("flip-p-2", ["augment=crop_flip", "augment.flip_p=2"], "augment.flip_p=2 is not valid"),

@@ -87,3 +87,13 @@ def test_offline_wandb_run_holds_what_answers_which_variant_wins(compose, tmp_pa
     assert results == {"metrics.json", "predictions.csv"}
     tables = {p for k, v in artifacts.items() if k.startswith("run_table:") for p in v}
     assert {"test/predictions.table.json", "test/confusion_matrix_table.table.json"} <= tables
+
+
+def test_a_bare_tag_is_one_tag_not_its_letters(compose):
+    from daamlab.record import RunRecord
+    from daamlab.tracking import run_tags
+
+    for given, tags in (("tags=ablation", ["ablation"]), ("tags=7", ["7"]), ("tags=[a,b]", ["a", "b"])):
+        cfg = compose([given])
+        assert [t for t in run_tags(cfg) if ":" not in t] == tags  # the structured ones hold ':'
+        assert RunRecord.identity(cfg)["tags"] == tags

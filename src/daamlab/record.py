@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
 from daamlab.io import write_json
@@ -28,6 +28,14 @@ STATUSES = ("complete", "failed")
 
 class RunDiverged(DaamlabError):
     """A run that cannot be recorded as complete: no epoch trained, or non-finite numbers."""
+
+
+def config_tags(cfg: DictConfig) -> list[str]:
+    """The config's own `tags` as text: a list (tags=[ablation,v2]) or one tag given bare (tags=ablation)."""
+    tags = OmegaConf.select(cfg, "tags", default=None)
+    if tags is None:
+        return []
+    return [str(t) for t in tags] if isinstance(tags, ListConfig | list) else [str(tags)]
 
 
 @dataclass
@@ -69,7 +77,7 @@ class RunRecord:
             "decoder": pick("decoder.name"),
             "fold": pick("data.fold"),
             "seed": pick("seed"),
-            "tags": [str(t) for t in (pick("tags") or [])],
+            "tags": config_tags(cfg),
         }
 
     @classmethod

@@ -25,7 +25,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from daamlab.record import RunRecord
+from daamlab.record import RunRecord, config_tags
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -90,8 +90,7 @@ def experiment_name(cfg: DictConfig) -> str | None:
         choice = HydraConfig.get().runtime.choices.get("experiment")
         if choice:
             return str(choice)
-    tags = OmegaConf.select(cfg, "tags", default=[]) or []
-    return next((t.split(":", 1)[1] for t in tags if str(t).startswith("experiment:")), None)
+    return next((t.split(":", 1)[1] for t in config_tags(cfg) if t.startswith("experiment:")), None)
 
 
 def variant(cfg: DictConfig) -> str:
@@ -128,8 +127,7 @@ def run_tags(cfg: DictConfig) -> list[str]:
         f"seed:{cfg.seed}",
         f"search:{OmegaConf.select(cfg, 'search.role')}" if OmegaConf.select(cfg, "search.role") else None,
     ]
-    tags = [t for t in structured if t] + [str(t) for t in OmegaConf.select(cfg, "tags", default=[]) or []]
-    return list(dict.fromkeys(tags))
+    return list(dict.fromkeys([t for t in structured if t] + config_tags(cfg)))
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:

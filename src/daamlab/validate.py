@@ -76,6 +76,11 @@ def text(v: Any) -> bool:
     return isinstance(v, str) and bool(v)
 
 
+def tag_list(v: Any) -> bool:
+    scalar = lambda t: isinstance(t, str | int | float) and not isinstance(t, bool)
+    return scalar(v) or (isinstance(v, list) and all(scalar(t) for t in v))
+
+
 def span(lo: float, hi: float) -> Callable[[Any], bool]:
     """[min, max] with lo <= min <= max <= hi."""
     return lambda v: (
@@ -254,6 +259,7 @@ RULES = (
     Rule("print_config", one_of("short", "full"), "short or full", "print_config=full"),
     Rule("ckpt_path", text, "last, a checkpoint path, or null", "ckpt_path=last", optional=True),
     Rule("sweep_name", text, "a folder name", "sweep_name=my_sweep"),
+    Rule("tags", tag_list, "a list of tags, or one tag", "tags=[ablation,v2]", optional=True),
     Rule(
         "torch_threads",
         whole(1),

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from daamlab.errors import DaamlabError
-from daamlab.record import RunRecord
+from daamlab.record import RunRecord, config_tags
 from daamlab.report.protocol import deviations
 from daamlab.rundir import CONFIG, METRICS
 from daamlab.tracking import variant
@@ -81,7 +81,7 @@ def read_run(path: Path) -> Run:
         name = record.variant or record.attention
     else:
         raise DaamlabError(f"{path}: neither metrics.json nor config.yaml names the attention variant")
-    tags = list(pick(record.tags if record else None, "tags") or [])
+    tags = record.tags if record is not None else config_tags(cfg) if cfg is not None else []
     status = record.status if record is not None else "incomplete"
     layers = OmegaConf.select(cfg, "data.layers") if cfg is not None else None
     experiment = _tag(tags, "experiment")
