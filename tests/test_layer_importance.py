@@ -14,6 +14,7 @@ from daamlab.layer_importance import (
     ARRAY,
     FIGURE,
     SUMMARY,
+    integrated_gradients,
     occlusion_importance,
     save_layer_importance,
     spearman,
@@ -52,19 +53,51 @@ def test_occlusion_finds_the_toy_signal_layers(compose, attention):
     assert model.training  # the model's mode is restored
 
 
+def test_integrated_gradients_are_complete_and_find_the_toy_signal_layers(compose):
+    model, dm = fitted(compose, "none")
+    result = integrated_gradients(model, dm.train_dataloader(), dm.val_dataloader(), steps=32)
+    ig = np.array(result["ig"])
+    assert ig.shape == (24,) and sorted(np.argsort(-ig)[:3].tolist()) == SIGNAL
+    # the distractor layers' share is small (and negative: the head fits some of their noise)
+    assert ig[SIGNAL].min() > 5 * np.abs(np.delete(ig, SIGNAL)).mean()
+    # completeness: the layers' attributions add up to log p(y | x) - log p(y | baseline)
+    assert result["ig_sum"] == pytest.approx(result["ig_logp_gap"], rel=0.01)
+    assert result["ig_logp_gap"] > 0.1 and model.training  # the features tell more than their mean
+
+
+def test_integrated_gradients_give_an_unused_layer_exactly_nothing():
+    class LayerTwoOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.out = torch.nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, 2)
+            return self.out(torch.tanh(x[:, 2]))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 5, 3), torch.randint(0, 2, (40,))
+    loader = [(x[:20], y[:20]), (x[20:], y[20:])]
+    result = integrated_gradients(LayerTwoOnly(), loader, loader, steps=64)
+    ig = np.array(result["ig"])
+    assert np.all(np.delete(ig, 2) == 0.0) and ig[2] != 0.0
+    assert result["ig_sum"] == pytest.approx(result["ig_logp_gap"], rel=1e-3)
+
+
 def test_a_run_saves_occlusion_beside_the_if(compose, tmp_path):
     model, dm = fitted(compose, "daam", epochs=1)
     with torch.no_grad():  # gates whose per-layer mean is known: layer i's mean IF rises with i
         model.best_gates.copy_(
             torch.linspace(0.1, 0.9, 24)[:, None].expand(24, 64) + 0.01 * torch.rand(24, 64)
         )
-    fig = save_layer_importance(tmp_path, model, dm, "toy")
+    fig = save_layer_importance(tmp_path, model, dm, "toy", ig_steps=4)
     assert fig == tmp_path / FIGURE and fig.stat().st_size > 0
     saved = json.loads((tmp_path / SUMMARY).read_text())
     nll = np.load(tmp_path / ARRAY)
     assert nll.shape == (24,) and np.allclose(nll, saved["nll_increase"], atol=1e-6)
     assert saved["layers"] == list(range(24)) and len(saved["if_per_layer"]) == 24
     assert saved["spearman_if_nll"] == pytest.approx(spearman(range(24), saved["nll_increase"]), abs=0.05)
+    assert len(saved["ig"]) == 24 and saved["ig_steps"] == 4
+    assert saved["spearman_if_ig"] == pytest.approx(spearman(range(24), saved["ig"]), abs=0.05)
 
 
 def test_if_share_axis_starts_at_zero_and_spans_twice_the_uniform_share():

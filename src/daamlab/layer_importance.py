@@ -11,8 +11,15 @@ way the model uses them. The NLL increase is the primary measure (`layer_importa
 smooth where accuracy moves in steps of 1 / rows. Caveat: occlusion measures what one layer adds
 given all others; two layers that carry the same information each look unimportant.
 
-A run writes `layer_importance.npy` (N,), `layer_importance.json` (both measures, the clean
-metrics, the IF rank correlation) and `layer_importance.png` (occlusion beside the IF per layer).
+Integrated gradients (`ig_steps` > 0) are the second yardstick, with the same baseline: per layer,
+    ig[i] = mean over rows of  sum_d (x - x̄)[i, d] * mean_k d log p(y | x̄ + a_k (x - x̄)) / dx[i, d]
+with a_k = (k + 1/2) / steps (the midpoint rule). Unlike occlusion it splits the whole effect among the
+layers (completeness: sum_i ig[i] = mean log p(y | x) - log p(y | x̄), up to the rule's error, which
+the JSON records), so layers carrying the same information share it instead of each looking unused.
+
+A run writes `layer_importance.npy` (N,), `layer_importance.json` (both occlusion measures, the clean
+metrics, the integrated gradients and their completeness, the IF rank correlations) and
+`layer_importance.png` (occlusion and integrated gradients beside the IF per layer).
 """
 
 from __future__ import annotations
@@ -98,6 +105,42 @@ def occlusion_importance(model: nn.Module, train_loader: Iterable, val_loader: I
     }
 
 
+def integrated_gradients(model: nn.Module, train_loader: Iterable, val_loader: Iterable, steps: int) -> dict:
+    """Per-layer integrated gradients of log p(true class) on the validation split, from the
+    training-mean baseline (module docstring). Costs `steps` forward + backward passes of the head."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    base = layer_means(train_loader).to(device)  # (N, d)
+    attribution = torch.zeros(base.shape[0], dtype=torch.float64)  # summed over rows
+    gap, rows = 0.0, 0
+    for x, y in val_loader:
+        x, y = x.to(device).float(), y.to(device)
+        delta = x - base  # (B, N, d)
+        grads = torch.zeros_like(x)
+        for k in range(steps):
+            point = (base + (k + 0.5) / steps * delta).requires_grad_(True)
+            with torch.enable_grad():
+                logp = torch.log_softmax(model(point).float(), -1).gather(1, y[:, None]).sum()
+                grads += torch.autograd.grad(logp, point)[0]
+        attribution += (delta * grads / steps).sum(-1).sum(0).double().cpu()  # (N,)
+        with torch.no_grad():
+            ends = [
+                torch.log_softmax(model(v).float(), -1).gather(1, y[:, None]).sum()
+                for v in (x, base.expand_as(x))
+            ]
+        gap += float(ends[0] - ends[1])
+        rows += x.shape[0]
+    model.train(was_training)
+    ig = attribution / rows
+    return {
+        "ig": ig.tolist(),
+        "ig_steps": steps,
+        "ig_sum": float(ig.sum()),  # completeness: close to ig_logp_gap
+        "ig_logp_gap": gap / rows,  # mean log p(y | x) - log p(y | baseline)
+    }
+
+
 def plot_layer_importance(
     result: dict,
     path: Path,
@@ -114,7 +157,7 @@ def plot_layer_importance(
     nll, acc = np.asarray(result["nll_increase"]), 100 * np.asarray(result["acc_drop"])
     n = len(nll)
     labels = [str(v) for v in (layers if layers is not None else range(n))]
-    panels = 3 if gates is not None else 2
+    panels = 2 + ("ig" in result) + (gates is not None)
     fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels, 0.22 * n + 2.0), sharey=True)
     y = np.arange(n)
     axes[0].barh(y, nll, color="tab:red")
@@ -123,12 +166,16 @@ def plot_layer_importance(
     axes[1].barh(y, acc, color="tab:orange")
     axes[1].set_xlabel("accuracy drop (points)")
     axes[1].set_title("occlusion: accuracy")
+    if "ig" in result:
+        axes[2].barh(y, result["ig"], color="tab:purple")
+        axes[2].set_xlabel("contribution to log p(true class)")
+        axes[2].set_title(f"integrated gradients ({result['ig_steps']} steps)")
     if gates is not None:
         per_layer = if_per_layer(gates)
-        axes[2].barh(y, per_layer, color="tab:green")
-        axes[2].set_xlim(0, 1)  # the IF's own range: small differences stay small
-        axes[2].set_xlabel("mean IF")
-        axes[2].set_title(f"IF (Spearman vs NLL: {spearman(per_layer, nll):+.2f})")
+        axes[-1].barh(y, per_layer, color="tab:green")
+        axes[-1].set_xlim(0, 1)  # the IF's own range: small differences stay small
+        axes[-1].set_xlabel("mean IF")
+        axes[-1].set_title(f"IF (Spearman vs NLL: {spearman(per_layer, nll):+.2f})")
     for ax in axes:
         ax.axvline(0, color="grey", linewidth=0.8)
         ax.grid(axis="x", alpha=0.3)
@@ -143,21 +190,31 @@ def plot_layer_importance(
     plt.close(fig)
 
 
-def save_layer_importance(out_dir: Path, model: nn.Module, datamodule, title: str = "") -> Path | None:
-    """Occlusion importance of a trained head on cached layer features: writes layer_importance.npy,
-    .json and .png into out_dir and returns the figure's path; None where the model does not take
-    layer features (LoRA, an encoder in the loop)."""
+def save_layer_importance(
+    out_dir: Path, model: nn.Module, datamodule, title: str = "", ig_steps: int = 0
+) -> Path | None:
+    """Occlusion importance (and integrated gradients with ig_steps > 0) of a trained head on cached
+    layer features: writes layer_importance.npy, .json and .png into out_dir and returns the figure's
+    path; None where the model does not take layer features (LoRA, an encoder in the loop)."""
     if not isinstance(model, Classifier) or isinstance(model, EncoderClassifier):
         return None  # the encoder runs inside the model: its batches are raw items, not layer features
     out_dir = Path(out_dir)
-    result = occlusion_importance(model, datamodule.train_dataloader(), datamodule.val_dataloader())
+    train, val = datamodule.train_dataloader(), datamodule.val_dataloader()
+    result = occlusion_importance(model, train, val)
+    if ig_steps > 0:
+        result |= integrated_gradients(model, train, val, ig_steps)
     layers = getattr(datamodule, "layers", None)
     result["layers"] = list(layers) if layers is not None else list(range(len(result["nll_increase"])))
     gates = model.best_gates.cpu().numpy() if getattr(model, "gated", False) else None
     if gates is not None:
         per_layer = if_per_layer(gates)
         result["if_per_layer"] = per_layer.tolist()
-        for key, measure in (("spearman_if_nll", "nll_increase"), ("spearman_if_acc", "acc_drop")):
+        measures = [
+            ("spearman_if_nll", "nll_increase"),
+            ("spearman_if_acc", "acc_drop"),
+            ("spearman_if_ig", "ig"),
+        ]
+        for key, measure in [(k, m) for k, m in measures if m in result]:
             rho = spearman(per_layer, result[measure])
             result[key] = None if np.isnan(rho) else rho  # JSON has no nan
     write_npy(out_dir / ARRAY, np.asarray(result["nll_increase"], dtype=np.float32))

@@ -178,7 +178,8 @@ def write_artifacts(
         figures["importance"] = save_importance(out_dir, gates, cfg.data.get("layers"), title)
     # occlusion per layer, any variant on cached features: the yardstick for the IF (layer_importance.py)
     if cfg.get("layer_importance", True):
-        if fig := save_layer_importance(out_dir, model, dm, f"{cfg.attention.name} on {cfg.data.name}"):
+        title = f"{cfg.attention.name} on {cfg.data.name}"
+        if fig := save_layer_importance(out_dir, model, dm, title, ig_steps=cfg.get("ig_steps", 0)):
             figures["layer_importance"] = fig
     return figures
 

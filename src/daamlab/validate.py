@@ -256,6 +256,7 @@ RULES = (
     Rule("test", boolean, "true or false", "test=true"),
     Rule("compile", boolean, "true or false", "compile=false"),
     Rule("layer_importance", boolean, "true or false", "layer_importance=true"),
+    Rule("ig_steps", whole(0), "a whole number of steps >= 0 (0: no integrated gradients)", "ig_steps=32"),
     Rule("print_config", one_of("short", "full"), "short or full", "print_config=full"),
     Rule("ckpt_path", text, "last, a checkpoint path, or null", "ckpt_path=last", optional=True),
     Rule("sweep_name", text, "a folder name", "sweep_name=my_sweep"),
