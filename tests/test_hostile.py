@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -412,6 +413,14 @@ def report_run(path: Path) -> Path:
     return write_run(path, attention="daam", acc=0.6)
 
 
+def gated(run: Path, occlusion: bool = False) -> bool:
+    """Give a report run the gates (and occlusion importance) a gated run saves."""
+    np.save(run / "gates.npy", np.full((6, 4), 0.5))
+    if occlusion:
+        np.save(run / "layer_importance.npy", np.linspace(0, 1, 6))
+    return True
+
+
 REPORT_CASES = [
     ("metrics-a-list", lambda d: (d / "metrics.json").write_text("[]"), [], "is a JSON list"),
     ("metrics-not-utf8", lambda d: (d / "metrics.json").write_bytes(b"\xff\xfe{"), [], "is not valid JSON"),
@@ -428,6 +437,31 @@ REPORT_CASES = [
         "cannot be read as YAML",
     ),
     ("config-a-list", lambda d: (d / "config.yaml").write_text("- 1\n- 2\n"), [], "config.yaml"),
+    ("gates-text", lambda d: (d / "gates.npy").write_text("x"), [], "gates.npy cannot be read (not a .npy"),
+    (
+        "occlusion-text",
+        lambda d: gated(d) and (d / "layer_importance.npy").write_text("x"),
+        [],
+        "layer_importance.npy cannot be read (not a .npy array of numbers)",
+    ),
+    (
+        "importance-json-corrupt",
+        lambda d: gated(d, occlusion=True) and (d / "layer_importance.json").write_text("{bad"),
+        [],
+        "layer_importance.json cannot be read (Expecting property name",
+    ),
+    (
+        "predictions-no-columns",
+        lambda d: (d / "predictions.csv").write_text("a,b\n1,2\n"),
+        [],
+        "predictions.csv cannot be read (no column row, label, prediction)",
+    ),
+    (
+        "predictions-row-text",
+        lambda d: (d / "predictions.csv").write_text("row,label,prediction\nx,a,b\n"),
+        [],
+        "predictions.csv cannot be read (invalid literal for int()",
+    ),
     ("paper-corrupt", None, ["--paper", "{tmp}/paper.yaml"], "paper.yaml"),
     ("paper-wrong-shape", None, ["--paper", "{tmp}/paper2.yaml"], "paper2.yaml is not a paper results file"),
     ("paper-missing", None, ["--paper", "{tmp}/nope.yaml"], "nope.yaml"),

@@ -116,7 +116,7 @@ def test_spearman():
     assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))
 
 
-def _run(path, attention, fold, gates, occlusion):
+def _run(path, attention, fold, gates, occlusion, ig=None):
     """A finished run directory with the files the report reads (as training writes them)."""
     import yaml
 
@@ -146,6 +146,8 @@ def _run(path, attention, fold, gates, occlusion):
     if gates is not None:
         np.save(path / "gates.npy", gates)
     np.save(path / ARRAY, occlusion)
+    if ig is not None:
+        (path / SUMMARY).write_text(json.dumps({"ig": ig.tolist()}))
 
 
 def test_report_shows_if_vs_occlusion_for_every_gated_run(tmp_path):
@@ -153,15 +155,16 @@ def test_report_shows_if_vs_occlusion_for_every_gated_run(tmp_path):
 
     rising = np.linspace(0.2, 0.8, 24)[:, None].repeat(8, 1)  # mean IF rises with the layer
     occ = np.linspace(0.0, 1.0, 24).astype(np.float32)
-    _run(tmp_path / "runs" / "daam_f1", "daam", 1, rising, occ)  # the IF agrees with occlusion: +1
-    _run(tmp_path / "runs" / "daam_f2", "daam", 2, rising, occ)
+    falling = occ[::-1].copy()  # integrated gradients that rank the layers the other way round
+    _run(tmp_path / "runs" / "daam_f1", "daam", 1, rising, occ, falling)  # the IF agrees with occlusion: +1
+    _run(tmp_path / "runs" / "daam_f2", "daam", 2, rising, occ, falling)
     _run(tmp_path / "runs" / "daam_f3", "daam", 3, rising[::-1].copy(), occ)  # it disagrees: -1
     _run(tmp_path / "runs" / "mhsa_f1", "mhsa", 1, None, occ)  # no gates: no IF to compare
     md = build_report([tmp_path / "runs"], tmp_path / "out", paper_path=None).read_text()
     section = md[md.index("## Importance Factor vs occlusion") :]
     assert (
-        "| paper_iemocap · iemocap | daam | +0.33 ± 0.94 | +1.00, +1.00, -1.00 | 23, 22, 21 | 23, 22, 21 |"
-        in section
+        "| paper_iemocap · iemocap | daam | +0.33 ± 0.94 | +1.00, +1.00, -1.00 | 23, 22, 21 | 23, 22, 21 "
+        "| -1.00 ± 0.00 | 0, 1, 2 |" in section  # IG: the two runs that computed it
     )
     assert "| mhsa |" not in section
     assert (tmp_path / "out" / "if_vs_occlusion_paper_iemocap-iemocap_daam.png").stat().st_size > 0

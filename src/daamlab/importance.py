@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from daamlab.attention import gated_names
 from daamlab.errors import DaamlabError
-from daamlab.io import write_figure, write_npy
+from daamlab.io import read_array, write_figure, write_npy
 
 ARRAY = "importance.npy"
 FIGURE = "importance.png"
@@ -101,7 +101,7 @@ def run_gates(run_dir: Path) -> tuple[np.ndarray, list[int]]:
             f"{path} not found: ablation.from_run must be the run directory of a finished run of a gated "
             f"attention ({', '.join(gated_names())}), which saves gates.npy"
         )
-    gates = np.load(path)
+    gates = read_array(path)
     layers = None
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file():

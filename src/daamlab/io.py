@@ -1,4 +1,4 @@
-"""Files: the one atomic writer, and the one lock.
+"""Files: the one atomic writer, the one lock, and the readers of a run's arrays and JSON files.
 
 The atomic writer: every file daamlab writes goes to a temp file beside its target, then is
 renamed over it, so a reader (or a resumed run) never sees half a file and a failed write (a full
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from daamlab.errors import DaamlabError
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -65,3 +67,32 @@ def exclusive(lock_path: Path, *, wait: bool) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def unreadable(path: Path, error: Exception) -> DaamlabError:
+    """The one message for a run's file that cannot be read (damaged, truncated, another format)."""
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return DaamlabError(
+        f"{path} cannot be read ({reason}); re-run that run, or delete the file to go on without it"
+    )
+
+
+def read_array(path: Path) -> np.ndarray:
+    """A run's .npy (gates, layer importance)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except OSError as e:
+        raise unreadable(path, e) from None
+    except (ValueError, EOFError):  # numpy's words for a text file are about pickles: misleading here
+        raise unreadable(path, ValueError("not a .npy array of numbers")) from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A run's JSON file holding an object (layer_importance.json; the record has its own reader)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise unreadable(path, e) from None
+    if not isinstance(data, dict):
+        raise unreadable(path, ValueError(f"a JSON {type(data).__name__}, not an object"))
+    return data

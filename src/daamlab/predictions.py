@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from daamlab.io import write_text
+from daamlab.io import unreadable, write_text
+
+COLUMNS = ("row", "id", "group", "label", "prediction")  # then p_<class> per class
 
 
 def loader_rows(rows: np.ndarray, batch_size: int) -> np.ndarray:
@@ -30,10 +32,28 @@ def write_predictions(path: Path, dm, probs: Sequence[torch.Tensor]) -> None:
     split, class_names = dm.test_set.split, dm.data.class_names
     text = io.StringIO()
     out = csv.writer(text)
-    out.writerow(["row", "id", "group", "label", "prediction", *(f"p_{c}" for c in class_names)])
+    out.writerow([*COLUMNS, *(f"p_{c}" for c in class_names)])
     for row, probs_row in zip(rows, p, strict=True):
         label, prediction = class_names[split.labels[row]], class_names[int(probs_row.argmax())]
         out.writerow(
             [int(row), split.ids[row], split.groups[row], label, prediction, *np.round(probs_row, 6)]
         )
     write_text(path, text.getvalue())
+
+
+def read_predictions(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(the classes of its p_<class> columns, its rows); a file without the columns, or with a `row`
+    that is not a whole number, is one error naming it."""
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            missing = [c for c in ("row", "label", "prediction") if c not in columns]
+            if missing:
+                raise ValueError(f"no column {', '.join(missing)}")
+            rows = list(reader)
+            for r in rows:
+                int(r["row"])
+    except (OSError, ValueError, TypeError, csv.Error) as e:
+        raise unreadable(path, e) from None
+    return [c.removeprefix("p_") for c in columns if c.startswith("p_")], rows

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from daamlab.importance import plot_importance
-from daamlab.io import write_figure
+from daamlab.io import read_array, write_figure
+from daamlab.predictions import read_predictions
 from daamlab.report.aggregate import Row, Section
 
 
@@ -56,7 +57,7 @@ def accuracy_figure(section: Section, path: Path) -> Path | None:
 
 def importance_figure(section: Section, row: Row, path: Path) -> Path | None:
     """IF of the gates averaged over the row's runs (the paper averages the maps, then applies IF)."""
-    gates = [np.load(r.gates) for r in row.runs if r.status == "complete" and r.gates is not None]
+    gates = [read_array(r.gates) for r in row.runs if r.status == "complete" and r.gates is not None]
     if not gates or len({g.shape for g in gates}) != 1:
         return None
     layers = row.runs[0].layers
@@ -66,21 +67,31 @@ def importance_figure(section: Section, row: Row, path: Path) -> Path | None:
 
 
 def if_vs_occlusion_figure(
-    title: str, if_layers: np.ndarray, occlusion: np.ndarray, rho: float, path: Path
+    title: str,
+    if_layers: np.ndarray,
+    occlusion: np.ndarray,
+    rho: float,
+    path: Path,
+    integrated_gradients: np.ndarray | None = None,
 ) -> Path:
-    """A row's mean IF per layer beside its occlusion NLL increase per layer (means over its runs)."""
+    """A row's mean IF per layer beside its occlusion NLL increase per layer and, where computed,
+    its integrated gradients per layer (means over its runs)."""
     plt = _pyplot()
-    n = len(if_layers)
-    fig, (ax_if, ax_occ) = plt.subplots(1, 2, figsize=(7, 0.2 * n + 1.8), sharey=True)
+    n, panels = len(if_layers), 2 + (integrated_gradients is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(3.5 * panels, 0.2 * n + 1.8), sharey=True)
     y = np.arange(n)
-    ax_if.barh(y, if_layers, color="tab:green")
-    ax_if.set_xlim(0, 1)  # the IF's own range
-    ax_if.set_xlabel("mean IF")
-    ax_occ.barh(y, occlusion, color="tab:red")
-    ax_occ.axvline(0, color="grey", linewidth=0.8)
-    ax_occ.set_xlabel("occlusion: validation NLL increase")
-    ax_if.set_ylabel("layer (row of the cached stack)")
-    fig.suptitle(f"{title}: Spearman {rho:+.2f}", fontsize=10)
+    axes[0].barh(y, if_layers, color="tab:green")
+    axes[0].set_xlim(0, 1)  # the IF's own range
+    axes[0].set_xlabel("mean IF")
+    axes[1].barh(y, occlusion, color="tab:red")
+    axes[1].set_xlabel("occlusion: validation NLL increase")
+    if integrated_gradients is not None:
+        axes[2].barh(y, integrated_gradients, color="tab:purple")
+        axes[2].set_xlabel("integrated gradients: log p(true class)")
+    for ax in axes[1:]:
+        ax.axvline(0, color="grey", linewidth=0.8)
+    axes[0].set_ylabel("layer (row of the cached stack)")
+    fig.suptitle(f"{title}: Spearman (IF, occlusion) {rho:+.2f}", fontsize=10)
     fig.tight_layout()
     write_figure(path, fig)
     plt.close(fig)
@@ -90,8 +101,6 @@ def if_vs_occlusion_figure(
 def confusion_figure(section: Section, row: Row, path: Path) -> Path | None:
     """The row's confusion matrix, summed over its runs' predictions.csv, each true class's row
     normalised to 1 (the counts are printed in the cells)."""
-    import csv
-
     counts: dict[tuple[str, str], int] = {}
     classes: list[str] = []
     runs = 0
@@ -99,11 +108,10 @@ def confusion_figure(section: Section, row: Row, path: Path) -> Path | None:
         path_csv = run.path / "predictions.csv"
         if run.status != "complete" or not path_csv.is_file():
             continue
-        with path_csv.open(newline="") as f:
-            reader = csv.DictReader(f)
-            classes = classes or [c.removeprefix("p_") for c in reader.fieldnames if c.startswith("p_")]
-            for r in reader:
-                counts[(r["label"], r["prediction"])] = counts.get((r["label"], r["prediction"]), 0) + 1
+        run_classes, rows = read_predictions(path_csv)
+        classes = classes or run_classes
+        for r in rows:
+            counts[(r["label"], r["prediction"])] = counts.get((r["label"], r["prediction"]), 0) + 1
         runs += 1
     if not runs:
         return None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daamlab.io import write_text
+from daamlab.io import read_array, read_json_object, write_text
 from daamlab.report.aggregate import TEST_METRICS, Row, Section, slug
 from daamlab.report.collect import Run
 from daamlab.report.stats import Comparison, PairedResult, section_comparisons
@@ -83,9 +83,11 @@ def section_markdown(section: Section, figures: dict[str, Path], out_dir: Path) 
 IF_VS_OCCLUSION_NOTE = (
     "Per gated run: Spearman's rank correlation between the Importance Factor's per-layer mean "
     "(gates.npy) and the occlusion importance (layer_importance.npy: the increase in validation NLL "
-    "when one layer's features are replaced by their training mean). Near +1: the IF ranks layers as "
-    "the model uses them; near 0 or negative: it does not. ρ: mean ± std over the row's runs (each "
-    "run's ρ beside it); top 3: layers of the curves averaged over the runs."
+    "when one layer's features are replaced by their training mean), and, where the run computed "
+    "them (ig_steps > 0), the integrated gradients per layer (layer_importance.json: each layer's "
+    "share of log p(true class) from the same baseline). Near +1: the IF ranks layers as the model "
+    "uses them; near 0 or negative: it does not. ρ: mean ± std over the row's runs (each run's ρ "
+    "beside it); top 3: layers of the curves averaged over the runs."
 )
 
 
@@ -93,42 +95,57 @@ def _top3(values: np.ndarray, layers: list[int]) -> str:
     return ", ".join(str(layers[i]) for i in np.argsort(-values, kind="stable")[:3])
 
 
+def _rho_cell(rhos: list[float]) -> str:
+    return f"{np.nanmean(rhos):+.2f}" + (f" ± {np.nanstd(rhos):.2f}" if len(rhos) > 1 else "")
+
+
+def _importance_curves(run) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """A complete gated run's (IF per layer, occlusion NLL increase, integrated gradients or None)."""
+    from daamlab.layer_importance import ARRAY, SUMMARY, if_per_layer
+
+    if run.status != "complete" or run.gates is None or not (run.path / ARRAY).is_file():
+        return None
+    gates, occlusion = if_per_layer(read_array(run.gates)), read_array(run.path / ARRAY)
+    summary = run.path / SUMMARY
+    ig = read_json_object(summary).get("ig") if summary.is_file() else None
+    ig = np.asarray(ig) if ig is not None and len(ig) == len(occlusion) else None
+    return (gates, occlusion, ig) if gates.shape == occlusion.shape else None
+
+
 def if_vs_occlusion_markdown(sections: list[Section], out_dir: Path) -> list[str]:
-    """The IF beside the occlusion importance for every gated run that saved both, with a figure per row."""
-    from daamlab.layer_importance import if_per_layer, spearman
+    """The IF beside the occlusion importance (and integrated gradients) for every gated run that
+    saved them, with a figure per row."""
+    from daamlab.layer_importance import spearman
     from daamlab.report.figures import if_vs_occlusion_figure
 
     table, figures = [], []
     for section in sections:
         for row in section.rows:
-            pairs = [
-                (if_per_layer(np.load(r.gates)), np.load(r.path / "layer_importance.npy"))
-                for r in row.runs
-                if r.status == "complete"
-                and r.gates is not None
-                and (r.path / "layer_importance.npy").is_file()
-            ]
-            pairs = [(a, b) for a, b in pairs if a.shape == b.shape]
-            if not pairs:
+            curves = [c for c in map(_importance_curves, row.runs) if c is not None]
+            if not curves:
                 continue
-            rhos = [spearman(a, b) for a, b in pairs]
-            mean_if, mean_occ = np.mean([a for a, _ in pairs], 0), np.mean([b for _, b in pairs], 0)
+            rhos = [spearman(g, occ) for g, occ, _ in curves]
+            mean_if, mean_occ = np.mean([c[0] for c in curves], 0), np.mean([c[1] for c in curves], 0)
+            with_ig = [(g, ig) for g, _, ig in curves if ig is not None]
+            mean_ig = np.mean([ig for _, ig in with_ig], 0) if with_ig else None
             layers = row.runs[0].layers or list(range(len(mean_if)))
-            rho = f"{np.nanmean(rhos):+.2f}" + (f" ± {np.nanstd(rhos):.2f}" if len(rhos) > 1 else "")
-            each = ", ".join(f"{r:+.2f}" for r in rhos)
-            cells = [section.title, row.label, rho, each, _top3(mean_if, layers), _top3(mean_occ, layers)]
+            cells = [section.title, row.label, _rho_cell(rhos), ", ".join(f"{r:+.2f}" for r in rhos)]
+            cells += [_top3(mean_if, layers), _top3(mean_occ, layers)]
+            if with_ig:
+                cells += [_rho_cell([spearman(g, ig) for g, ig in with_ig]), _top3(mean_ig, layers)]
+            else:
+                cells += ["—", "—"]
             table.append("| " + " | ".join(cells) + " |")
             path = out_dir / f"if_vs_occlusion_{section.slug}_{slug(row.label)}.png"
             title = f"{section.title}: {row.label}"
-            figures.append(
-                (title, if_vs_occlusion_figure(title, mean_if, mean_occ, float(np.nanmean(rhos)), path))
-            )
+            rho = float(np.nanmean(rhos))
+            figures.append((title, if_vs_occlusion_figure(title, mean_if, mean_occ, rho, path, mean_ig)))
     if not table:
         return []
     lines = ["## Importance Factor vs occlusion", "", IF_VS_OCCLUSION_NOTE, ""]
     lines += [
-        "| section | variant | Spearman ρ | ρ per run | top 3 by IF | top 3 by occlusion |",
-        "|" + "---|" * 6,
+        "| section | variant | Spearman ρ | ρ per run | top 3 by IF | top 3 by occlusion | ρ (IF, IG) | top 3 by IG |",
+        "|" + "---|" * 8,
     ]
     lines += table
     for title, path in figures:

@@ -22,7 +22,6 @@ Differences are in the unit of the inputs (the report passes accuracy in %, item
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
 from collections import defaultdict
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+from daamlab.predictions import read_predictions
 
 Key = tuple[int | None, int | None]  # (fold, seed); fold None: a train/test protocol with seeds only
 
@@ -134,8 +135,7 @@ def read_correct(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     """predictions.csv -> (row ids, 1.0 where prediction == label); None if the run has none."""
     if not path.is_file():
         return None
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    _, rows = read_predictions(path)
     ids = np.array([int(r["row"]) for r in rows])
     correct = np.array([float(r["prediction"] == r["label"]) for r in rows])
     return ids, correct
