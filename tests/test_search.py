@@ -129,7 +129,8 @@ def test_search_on_dev_runs_its_trials_and_the_tuned_run(tmp_path):
         tuned = RunRecord.read(sweep / "tuned" / "daam" / f"seed={seed}" / "metrics.json")
         assert tuned.status == "complete" and "search:tuned" in tuned.tags and tuned.seed == seed
     study = optuna.load_study(study_name="s-daam", storage=f"sqlite:///{sweep / 'optuna.db'}")
-    values = sorted(RunRecord.read(p).best_val_acc for p in trials)
+    assert all(not RunRecord.read(p).test and not (p.parent / "predictions.csv").exists() for p in trials)
+    values = sorted(RunRecord.read(p).best_val_acc for p in trials)  # trials never read the test split
     assert sorted(t.value for t in study.trials) == pytest.approx(values)  # the dev accuracy, per trial
     # the same command with more trials resumes the study: one more trial, not three
     r = run_script("train.py", *args, "hydra.sweeper.n_trials=3")

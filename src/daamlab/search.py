@@ -12,7 +12,8 @@ How a search runs:
 - trials train on the first value of every other swept key (e.g. seed=1) and are scored on the
   accuracy on the split they validate on (train.py returns best_val_acc): a dev split
   (data.dev_fraction > 0) or the data's own validation split. A search whose validation split would
-  be the test split (the paper's protocol) is refused before any trial runs: it would tune on test;
+  be the test split (the paper's protocol) is refused before any trial runs: it would tune on test.
+  Trials run with test=false: only the tuned re-runs are tested;
 - a trial's run directory is <sweep dir>/search/<variant>/trial_<n>; the best configuration is then
   re-run on every point of the swept grid in <sweep dir>/tuned/<variant>/<point>; both carry a
   `search` config key (role trial | tuned, the study, the searched keys) that the report reads;
@@ -223,7 +224,8 @@ def run_search(
                 params = suggest(trial, space)
                 log.info("%s trial %d (%d/%d): %s", study.study_name, trial.number, i, n_trials, params)
                 trial_jobs.append([
-                    *jobs[variant], *as_overrides(params), *meta, "+search.role=trial",
+                    # test=false: a trial never reads the test split, so none can be picked by it
+                    *jobs[variant], *as_overrides(params), *meta, "+search.role=trial", "test=false",
                     # the storage's id of the trial: what TrialPruning needs to attach to it from the job
                     f"+search.trial={trial.number}", f"+search.trial_id={trial._trial_id}",
                     subdir(f"search/{name}/trial_{trial.number:03d}"),
