@@ -186,6 +186,7 @@ IN_PROCESS = [
     Case("precision-bogus", ["trainer.precision=bogus"], "trainer.precision='bogus' is not valid"),
     Case("threads-0", ["++torch_threads=0"], "torch_threads=0 is not valid"),
     Case("print-config-bogus", ["print_config=bogus"], "print_config='bogus' is not valid"),
+    Case("ig-steps-negative", ["ig_steps=-1"], "ig_steps=-1 is not valid: it must be a whole number"),
     Case("tags-nested", ["tags=[[a],b]"], "tags=[['a'], 'b'] is not valid: it must be a list of tags"),
     Case("test-maybe", ["test=maybe"], "test='maybe' is not valid"),
     Case("snr-reversed", ["augment=noise", "augment.snr_db=[30,10]"], "augment.snr_db=[30, 10] is not valid"),
