@@ -452,6 +452,12 @@ REPORT_CASES = [
         "layer_importance.json cannot be read (Expecting property name",
     ),
     (
+        "importance-json-ig-text",
+        lambda d: gated(d, occlusion=True) and (d / "layer_importance.json").write_text('{"ig": ["a"]}'),
+        [],
+        "layer_importance.json cannot be read (its 'ig' is not a list of numbers)",
+    ),
+    (
         "predictions-no-columns",
         lambda d: (d / "predictions.csv").write_text("a,b\n1,2\n"),
         [],

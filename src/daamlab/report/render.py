@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daamlab.io import read_array, read_json_object, write_text
+from daamlab.io import read_array, read_json_object, unreadable, write_text
 from daamlab.report.aggregate import TEST_METRICS, Row, Section, slug
 from daamlab.report.collect import Run
 from daamlab.report.stats import Comparison, PairedResult, section_comparisons
@@ -99,7 +99,7 @@ def _rho_cell(rhos: list[float]) -> str:
     return f"{np.nanmean(rhos):+.2f}" + (f" ± {np.nanstd(rhos):.2f}" if len(rhos) > 1 else "")
 
 
-def _importance_curves(run) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+def _importance_curves(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
     """A complete gated run's (IF per layer, occlusion NLL increase, integrated gradients or None)."""
     from daamlab.layer_importance import ARRAY, SUMMARY, if_per_layer
 
@@ -108,7 +108,12 @@ def _importance_curves(run) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] 
     gates, occlusion = if_per_layer(read_array(run.gates)), read_array(run.path / ARRAY)
     summary = run.path / SUMMARY
     ig = read_json_object(summary).get("ig") if summary.is_file() else None
-    ig = np.asarray(ig) if ig is not None and len(ig) == len(occlusion) else None
+    if ig is not None:
+        try:
+            ig = np.asarray(ig, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise unreadable(summary, ValueError("its 'ig' is not a list of numbers")) from None
+        ig = ig if ig.shape == occlusion.shape else None
     return (gates, occlusion, ig) if gates.shape == occlusion.shape else None
 
 
