@@ -52,8 +52,32 @@ def test_report_folder_holds_only_the_current_report(runs, tmp_path):
     assert "confusion_toy_none.png" not in {p.name for p in out.iterdir()}  # no stale figures
     assert not list(tmp_path.glob(".report.*"))  # no temp folders left
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(DaamlabError, match="holds more than a report"):
+    with pytest.raises(DaamlabError, match=r"is not a report folder \(it holds notes.txt\)"):
         build_report([runs], out, paper_path=None)
+
+
+def test_a_folder_of_the_users_own_report_like_files_is_never_replaced(runs, tmp_path):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    for name, text in {"notes.md": "my notes", "budget.csv": "a,b", "holiday.png": "png"}.items():
+        (mine / name).write_text(text)
+    with pytest.raises(DaamlabError, match="no .daamlab-report of an earlier report"):
+        build_report([runs], mine, paper_path=None)
+    assert sorted(p.name for p in mine.iterdir()) == ["budget.csv", "holiday.png", "notes.md"]
+    assert (mine / "notes.md").read_text() == "my notes"
+
+
+def test_a_killed_reports_temp_folder_is_removed_and_an_older_report_is_replaced(runs, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("# daamlab report\n\nan older version's report, without a marker\n")
+    (out / "report_old_figure.png").write_text("png")
+    dead = tmp_path / ".report.tmp-999999999"  # no such process
+    dead.mkdir()
+    (dead / "report.md").write_text("half")
+    build_report([runs], out, paper_path=None)
+    assert not dead.exists() and not (out / "report_old_figure.png").exists()
+    assert (out / ".daamlab-report").is_file()
 
 
 def test_report_to_wandb_offline(runs, tmp_path, capsys, monkeypatch):
