@@ -14,16 +14,17 @@ from daamlab.cli import run_cli
 from daamlab.importance import pick_layers
 from daamlab.record import RunRecord
 from daamlab.report import build_sections, collect
+from daamlab.report.stats import section_comparisons
 from daamlab.training import train
 from tests.conftest import ROOT, run_script
 
 TINY = ["trainer.max_epochs=1", "data.num_train=120", "data.num_test=60", "decoder=linear", "logger=none"]
 TINY += ["trainer.enable_progress_bar=false"]
 
-PROTOCOLS = {  # experiment: (modality, data, batch, lr, loss, tags with the default attention, fold, seed)
-    "paper_iemocap": ("speech", "iemocap", 8, 1e-4, "focal", ["table:2a", "variant:daam", "fold:1"]),
-    "paper_cifar100": ("vision", "cifar100", 32, 1e-5, "ce", ["table:2b", "variant:daam", "seed:1"]),
-    "paper_agnews": ("text", "agnews", 32, 5e-5, "ce", ["table:2d", "variant:daam", "seed:1"]),
+PROTOCOLS = {  # experiment: (modality, data, batch, lr, loss, its own tags)
+    "paper_iemocap": ("speech", "iemocap", 8, 1e-4, "focal", ["table:2a"]),
+    "paper_cifar100": ("vision", "cifar100", 32, 1e-5, "ce", ["table:2b"]),
+    "paper_agnews": ("text", "agnews", 32, 5e-5, "ce", ["table:2d"]),
 }
 
 
@@ -35,7 +36,7 @@ def test_paper_experiment_pins_the_protocol(compose, experiment):
     assert cfg.optim.lr == pytest.approx(lr) and cfg.optim.weight_decay == pytest.approx(0.01)  # the code's
     assert (cfg.loss.name, cfg.trainer.max_epochs, cfg.decoder.name) == (loss, 35, "dat")
     assert cfg.sweep_name == experiment  # a fixed sweep folder: re-running resumes it
-    assert list(cfg.tags) == [f"experiment:{experiment}", *tags]
+    assert list(cfg.experiment_tags) == [f"experiment:{experiment}", *tags]
 
 
 def _leaves(node, prefix=""):
@@ -71,11 +72,15 @@ def test_experiment_sets_only_what_differs_from_its_base(compose, path):
     assert not repeated, f"{path.name} repeats what its base already sets: {repeated}"
 
 
-def test_tags_follow_the_swept_values(compose):
-    cfg = compose(["experiment=paper_cifar100", "attention=mhsa", "seed=4"])
-    assert list(cfg.tags) == ["experiment:paper_cifar100", "table:2b", "variant:mhsa", "seed:4"]
-    cfg = compose(["experiment=paper_iemocap", "data.fold=3"])
-    assert "fold:3" in cfg.tags
+def test_tags_follow_the_swept_values_and_command_line_tags_add_to_the_experiments(compose):
+    from daamlab.tracking import run_tags
+
+    cfg = compose(["experiment=paper_cifar100", "attention=mhsa", "seed=4", "tags=[mine]"])
+    assert run_tags(cfg) == [
+        "experiment:paper_cifar100", "modality:vision", "data:cifar100", "variant:mhsa", "seed:4", "table:2b", "mine",
+    ]  # fmt: skip
+    cfg = compose(["experiment=paper_iemocap", "data.fold=3", "tags=extra"])
+    assert {"fold:3", "table:2a", "extra"} <= set(run_tags(cfg))
 
 
 def _tiny(compose, out, *overrides):
@@ -92,25 +97,32 @@ def test_layer_ablation_trains_on_the_if_layers_of_a_previous_run(compose, tmp_p
     assert np.load(source / "importance.npy").shape == gates.shape == (24, 64)
     assert (source / "importance.png").stat().st_size > 0
 
-    ablation = tmp_path / "ablation"
-    cfg = _tiny(
-        compose,
-        ablation,
-        "experiment=paper_layer_ablation",
-        f"ablation.from_run={source}",
-        "ablation.pick=low",
-        "ablation.num_layers=3",
-    )
-    expected = pick_layers(gates, "low", 3)
-    assert list(cfg.data.layers) == expected and cfg.attention.name == "daam_v2"
-    metrics = train(cfg)
-    assert metrics.status == "complete" and metrics.params["attention"] == 2 * 64  # g=1: 2 d
-    assert np.load(ablation / "gates.npy").shape == (3, 64)
-    assert yaml.safe_load((ablation / "config.yaml").read_text())["data"]["layers"] == expected
+    runs = {}
+    for pick in ("high", "low"):
+        out = tmp_path / f"ablation_{pick}"
+        cfg = _tiny(
+            compose,
+            out,
+            "experiment=paper_layer_ablation",
+            f"ablation.from_run={source}",
+            f"ablation.pick={pick}",
+            "ablation.num_layers=3",
+        )
+        assert list(cfg.data.layers) == pick_layers(gates, pick, 3) and cfg.attention.name == "daam_v2"
+        runs[pick] = train(cfg)
+        assert runs[pick].status == "complete" and runs[pick].params["attention"] == 2 * 64  # g=1: 2 d
+        assert np.load(out / "gates.npy").shape == (3, 64)
+        assert yaml.safe_load((out / "config.yaml").read_text())["data"]["layers"] == pick_layers(gates, pick, 3)
+    # the pick names the variant everywhere (console table, report, W&B job type), and its tags stay
+    assert (runs["high"].variant, runs["low"].variant) == ("daam_v2 · high IF", "daam_v2 · low IF")
+    assert {"table:2e", "pick:low"} <= set(runs["low"].tags) and not any("None" in t for t in runs["low"].tags)
 
-    sections = build_sections(collect([tmp_path])[0], None)
-    labels = [row.label for s in sections for row in s.rows]
-    assert f"daam_v2 · low IF (layers {','.join(map(str, expected))})" in labels
+    sections = build_sections(collect([tmp_path / "ablation_high", tmp_path / "ablation_low"])[0], None)
+    (section,) = sections  # the picks are the ablation's inputs, not deviations from its protocol
+    low = ",".join(map(str, pick_layers(gates, "low", 3)))
+    assert f"daam_v2 · low IF (layers {low})" in [row.label for row in section.rows]
+    (comparison,) = section_comparisons(section.rows)  # high vs low: the table's question
+    assert sorted(c.split(" (")[0] for c in (comparison.a, comparison.b)) == ["daam_v2 · high IF", "daam_v2 · low IF"]
 
 
 def test_layer_ablation_without_a_source_run_is_one_line_of_error(compose, tmp_path, capsys):

@@ -188,6 +188,8 @@ IN_PROCESS = [
     Case("print-config-bogus", ["print_config=bogus"], "print_config='bogus' is not valid"),
     Case("ig-steps-negative", ["ig_steps=-1"], "ig_steps=-1 is not valid: it must be a whole number"),
     Case("tags-nested", ["tags=[[a],b]"], "tags=[['a'], 'b'] is not valid: it must be a list of tags"),
+    Case("tags-too-long", ["tags=[" + "x" * 65 + "]"], "it must be a list of tags of 1-64 characters"),
+    Case("tags-empty", ["tags=['']"], "tags=[''] is not valid: it must be a list of tags of 1-64"),
     Case("test-maybe", ["test=maybe"], "test='maybe' is not valid"),
     Case("snr-reversed", ["augment=noise", "augment.snr_db=[30,10]"], "augment.snr_db=[30, 10] is not valid"),
     Case("flip-p-2", ["augment=crop_flip", "augment.flip_p=2"], "augment.flip_p=2 is not valid"),

@@ -80,8 +80,12 @@ def test_a_killed_reports_temp_folder_is_removed_and_an_older_report_is_replaced
     assert (out / ".daamlab-report").is_file()
 
 
-def test_report_to_wandb_offline(runs, tmp_path, capsys, monkeypatch):
+def test_report_to_wandb_offline(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
+    runs = tmp_path / "runs"
+    for seed in (1, 2):  # a sweep name W&B would not take as an artifact's name
+        _run(runs / f"daam_s{seed}", "daam", seed, RIGHT, experiment="", sweep_name="cmp: a/b")
+        _run(runs / f"none_s{seed}", "none", seed, HALF, experiment="", sweep_name="cmp: a/b")
     out = tmp_path / "report"
     assert report_main([str(runs), "--out", str(out), "--paper", "none", "--wandb"]) == 0
     (log,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
@@ -91,7 +95,9 @@ def test_report_to_wandb_offline(runs, tmp_path, capsys, monkeypatch):
         time.sleep(0.5)
     records = list(wandb_records(log))
     (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert (run.job_type, run.run_group) == ("report", "cmp")
+    assert (run.job_type, run.run_group) == ("report", "cmp: a/b")
+    artifacts = [r.artifact.name for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert "report-cmp_a_b" in artifacts  # beside the ones W&B makes for the tables
     logged = {i.key or "/".join(i.nested_key) for r in records if r.WhichOneof("record_type") == "history"
               for i in r.history.item}  # fmt: skip
     assert {"report/report/_type", "report/paired/_type", "report/figures/confusion_toy_daam/_type"} <= logged

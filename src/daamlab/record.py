@@ -31,11 +31,14 @@ class RunDiverged(DaamlabError):
 
 
 def config_tags(cfg: DictConfig) -> list[str]:
-    """The config's own `tags` as text: a list (tags=[ablation,v2]) or one tag given bare (tags=ablation)."""
-    tags = OmegaConf.select(cfg, "tags", default=None)
-    if tags is None:
-        return []
-    return [str(t) for t in tags] if isinstance(tags, ListConfig | list) else [str(tags)]
+    """The config's own tags as text, each once: the experiment's (`experiment_tags`), then the user's
+    `tags`, a list (tags=[ablation,v2]) or one tag given bare (tags=ablation)."""
+    out: list[str] = []
+    for key in ("experiment_tags", "tags"):
+        tags = OmegaConf.select(cfg, key, default=None)
+        if tags is not None:
+            out += [str(t) for t in tags] if isinstance(tags, ListConfig | list) else [str(tags)]
+    return list(dict.fromkeys(out))
 
 
 @dataclass

@@ -18,6 +18,7 @@ Nothing here imports wandb at module level: with `logger=csv` it is never loaded
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -102,17 +103,27 @@ def variant(cfg: DictConfig) -> str:
         return f"{cfg.attention.name} trial {OmegaConf.select(cfg, 'search.trial')}"
     if role == "tuned":
         return f"{cfg.attention.name} (tuned)"
-    return variant_label(cfg)
+    pick = ablation_pick(cfg)
+    return f"{variant_label(cfg)} · {pick} IF" if pick else variant_label(cfg)
+
+
+def ablation_pick(cfg: DictConfig) -> str | None:
+    """`high` | `low` for a run of the layer ablation (experiment=paper_layer_ablation), else None."""
+    if OmegaConf.select(cfg, "ablation.from_run", default=None) is None:
+        return None
+    return str(OmegaConf.select(cfg, "ablation.pick"))
 
 
 def run_name(cfg: DictConfig) -> str:
-    """`daam-f1-s1`, `none-s2`; a search trial `daam-trial3`, a re-run of the best `daam-tuned-s1`."""
+    """`daam-f1-s1`, `none-s2`; a search trial `daam-trial3`, a re-run of the best `daam-tuned-s1`,
+    the layer ablation's `daam_v2-high-f1-s1`."""
     name = str(cfg.attention.name)
     role = OmegaConf.select(cfg, "search.role")
     if role == "trial":
         return f"{name}-trial{OmegaConf.select(cfg, 'search.trial')}"
-    fold = OmegaConf.select(cfg, "data.fold")
-    parts = [name, *(["tuned"] if role == "tuned" else []), *([f"f{fold}"] if fold is not None else [])]
+    fold, pick = OmegaConf.select(cfg, "data.fold"), ablation_pick(cfg)
+    parts = [name, *(["tuned"] if role == "tuned" else []), *([pick] if pick else [])]
+    parts += [f"f{fold}"] if fold is not None else []
     return "-".join([*parts, f"s{cfg.seed}"])
 
 
@@ -127,7 +138,8 @@ def run_tags(cfg: DictConfig) -> list[str]:
         f"seed:{cfg.seed}",
         f"search:{OmegaConf.select(cfg, 'search.role')}" if OmegaConf.select(cfg, "search.role") else None,
     ]
-    return list(dict.fromkeys([t for t in structured if t] + config_tags(cfg)))
+    structured = [t[:64] for t in structured if t]  # W&B's limit; a long data name is cut, not refused
+    return list(dict.fromkeys(structured + config_tags(cfg)))
 
 
 def log_config(loggers: list[Logger], cfg: DictConfig, params: dict[str, int]) -> None:
@@ -214,7 +226,9 @@ def log_report(out_dir: Path, groups: list[str], project: str = "daamlab") -> Pa
         for png in sorted(out_dir.glob("*.png")):
             logged[f"report/figures/{png.stem}"] = wandb.Image(str(png))
         run.log(logged)
-        artifact = wandb.Artifact(f"report-{group}", type="report")
+        # one artifact per set of sweeps compared; W&B names take [A-Za-z0-9_.-] only
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "report-" + "+".join(groups or [group]))[:128]
+        artifact = wandb.Artifact(name, type="report")
         artifact.add_dir(str(out_dir))
         run.log_artifact(artifact)
         return Path(run.dir).parent

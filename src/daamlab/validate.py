@@ -76,9 +76,12 @@ def text(v: Any) -> bool:
     return isinstance(v, str) and bool(v)
 
 
+TAG_CHARS = 64  # W&B refuses a tag that is empty or longer
+
+
 def tag_list(v: Any) -> bool:
-    scalar = lambda t: isinstance(t, str | int | float) and not isinstance(t, bool)
-    return scalar(v) or (isinstance(v, list) and all(scalar(t) for t in v))
+    tag = lambda t: isinstance(t, str | int | float) and not isinstance(t, bool) and 1 <= len(str(t)) <= TAG_CHARS
+    return tag(v) or (isinstance(v, list) and all(tag(t) for t in v))
 
 
 def span(lo: float, hi: float) -> Callable[[Any], bool]:
@@ -260,7 +263,8 @@ RULES = (
     Rule("print_config", one_of("short", "full"), "short or full", "print_config=full"),
     Rule("ckpt_path", text, "last, a checkpoint path, or null", "ckpt_path=last", optional=True),
     Rule("sweep_name", text, "a folder name", "sweep_name=my_sweep"),
-    Rule("tags", tag_list, "a list of tags, or one tag", "tags=[ablation,v2]", optional=True),
+    Rule("tags", tag_list, f"a list of tags of 1-{TAG_CHARS} characters, or one tag", "tags=[ablation,v2]", optional=True),
+    Rule("experiment_tags", tag_list, f"a list of tags of 1-{TAG_CHARS} characters", "experiment_tags=[table:2a]", optional=True),
     Rule(
         "torch_threads",
         whole(1),

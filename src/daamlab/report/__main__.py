@@ -31,20 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         report = build_report(args.paths, args.out, None if args.paper == "none" else Path(args.paper))
+        print(report.read_text())
+        print(f"written: {report} (+ report.csv, paired.csv and figures in {args.out})")
+        if args.wandb:
+            from daamlab.report.collect import collect
+            from daamlab.tracking import log_report
+
+            groups = sorted({r.group for r in collect(args.paths)[0] if r.group})
+            print(f"W&B: {log_report(args.out, groups)}")
     except Exception as e:  # the exit policy of the entry points (cli.one_line): bad input and a full disk
         message = one_line(e)
         if message is None:
             raise
         print(f"daamlab: error: {message}", file=sys.stderr)
         return 2
-    print(report.read_text())
-    print(f"written: {report} (+ report.csv, paired.csv and figures in {args.out})")
-    if args.wandb:
-        from daamlab.report.collect import collect
-        from daamlab.tracking import log_report
-
-        groups = sorted({r.group for r in collect(args.paths)[0] if r.group})
-        print(f"W&B: {log_report(args.out, groups)}")
     return 0
 
 

@@ -111,11 +111,7 @@ class Row:
             return self.variant
         layers = sorted({tuple(r.layers) for r in self.runs if r.layers is not None})
         shown = "; ".join(",".join(map(str, ls)) for ls in layers)
-        return (
-            f"{self.variant} · {self.pick} IF (layers {shown})"
-            if shown
-            else f"{self.variant} · {self.pick} IF"
-        )
+        return f"{self.variant} (layers {shown})" if shown else self.variant  # the variant names the pick
 
     @property
     def n(self) -> int:

@@ -17,7 +17,7 @@ from daamlab.errors import DaamlabError
 from daamlab.record import RunRecord, config_tags
 from daamlab.report.protocol import deviations
 from daamlab.rundir import CONFIG, METRICS
-from daamlab.tracking import variant
+from daamlab.tracking import ablation_pick, variant
 
 SKIP_DIRS = {".hydra", "checkpoints", "csv", "wandb", "report"}
 
@@ -94,7 +94,7 @@ def read_run(path: Path) -> Run:
         data=pick(record.data if record else None, "data.name"),
         fold=pick(record.fold if record else None, "data.fold"),
         seed=pick(record.seed if record else None, "seed"),
-        pick=OmegaConf.select(cfg, "ablation.pick") if cfg is not None else None,
+        pick=ablation_pick(cfg) if cfg is not None else None,
         layers=list(layers) if layers is not None else None,
         best_val_acc=record.best_val_acc if status == "complete" else None,
         test=record.test if record else {},

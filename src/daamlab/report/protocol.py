@@ -1,10 +1,10 @@
 """Which runs follow their protocol, and which are search trials or tuned re-runs.
 
-The rule, kept simple: a run's protocol is the config file that chose it, its experiment
-(configs/experiment/<name>.yaml) or else its modality (configs/modality/<name>.yaml). Every plain
-value that file sets, plus data.dev_fraction (0, validation on test, unless the file says otherwise),
-must be the run's too; the keys a sweep varies (seed, data.fold) and how a run is filed (tags,
-sweep_name) are not protocol. A run that changes any is off-protocol (e.g. trainer.max_epochs=2): the
+The rule, kept simple: a run's protocol is the config files that chose it, its modality
+(configs/modality/<name>.yaml) and on top its experiment (configs/experiment/<name>.yaml). Every plain
+value they set, plus data.dev_fraction (0, validation on test, unless a file says otherwise), must be
+the run's too; the keys a sweep varies (seed, data.fold, the layer ablation's inputs) and how a run
+is filed (tags, sweep_name) are not protocol. A run that changes any is off-protocol (e.g. trainer.max_epochs=2): the
 report keeps it in a section of its own, named by what changed. A tuned run's searched keys
 (`search.keys`) are what the search chose, not deviations.
 """
@@ -17,7 +17,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
-NOT_PROTOCOL = {"defaults", "tags", "sweep_name", "seed", "data.fold", "modality_name"}
+# what a sweep varies (seed, fold, the IF ablation's inputs) and how a run is filed
+NOT_PROTOCOL = {"defaults", "tags", "experiment_tags", "sweep_name", "seed", "data.fold", "modality_name"}
+INPUTS = ("ablation.",)  # prefixes: the layer ablation's from_run, pick and num_layers
 ALWAYS = {"data.dev_fraction": 0.0}  # what "best validation accuracy" means: on test, or on a dev split
 
 
@@ -40,7 +42,7 @@ def _file_values(path: Path) -> dict[str, Any]:
     for entry in raw.get("defaults", []) or []:
         if isinstance(entry, dict) and entry.get("override /modality"):
             base = _file_values(CONFIGS / "modality" / f"{entry['override /modality']}.yaml")
-    fixed = {k: v for k, v in _leaves(raw).items() if k not in NOT_PROTOCOL}
+    fixed = {k: v for k, v in _leaves(raw).items() if k not in NOT_PROTOCOL and not k.startswith(INPUTS)}
     return {**base, **{k: v for k, v in fixed.items() if not (isinstance(v, str) and "${" in v)}}
 
 
@@ -48,8 +50,12 @@ def protocol_values(experiment: str | None, modality: str | None) -> dict[str, A
     """Key -> value the protocol fixes (interpolations, which depend on the run, are left out)."""
     if not (experiment or modality):
         return dict(ALWAYS)
-    path = CONFIGS / ("experiment" if experiment else "modality") / f"{experiment or modality}.yaml"
-    return {**ALWAYS, **_file_values(path)}
+    base = _file_values(CONFIGS / "modality" / f"{modality}.yaml") if modality else {}
+    if not experiment:
+        return {**ALWAYS, **base}
+    # an experiment keeps its modality's protocol: the one its defaults choose, or (the layer
+    # ablation, listed after a paper experiment) the run's
+    return {**ALWAYS, **base, **_file_values(CONFIGS / "experiment" / f"{experiment}.yaml")}
 
 
 def deviations(cfg: DictConfig, experiment: str | None) -> list[str]:
