@@ -517,8 +517,8 @@ def test_report_on_a_full_disk_keeps_the_previous_report(tmp_path, capsys, monke
     code = report_main([str(tmp_path / "runs"), "--out", str(out), "--paper", "none"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("daamlab: error: cannot use") and "No space" in err
-    assert digest(out) == before
+    assert err.strip().splitlines()[-1].startswith(f"daamlab: error: cannot write the report to --out {out}:")
+    assert "No space" in err and digest(out) == before
 
 
 # ------------------------------------------------------------------------------ subprocess rows

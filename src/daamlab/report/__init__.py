@@ -40,7 +40,7 @@ def build_report(paths: list[Path], out_dir: Path, paper_path: Path | None = PAP
     except OSError as e:
         raise DaamlabError(
             f"cannot write the report to --out {out_dir}: {e.strerror or e}; give --out a folder you may "
-            "write (the previous report, if any, is unchanged)"
+            "write on a disk with space (the previous report, if any, is unchanged)"
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
