@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import open_dict
 
 from daamlab.cli import run_cli
+from daamlab.tracking import run_id
 from daamlab.training import train
 
 SMALL = [
@@ -75,6 +76,8 @@ def test_offline_wandb_run_holds_what_answers_which_variant_wins(compose, tmp_pa
                 m.path for m in r.artifact.manifest.contents
             }
     assert (run.display_name, run.job_type, run.run_group) == ("daam-s2", "daam", "wandb_test")
+    assert run.run_id == run_id(str(tmp_path)) != run_id(str(tmp_path / "other"))  # a resume is this run
+    assert (tmp_path / "csv" / "metrics.csv").is_file()  # every epoch, also with logger=wandb
     assert {"modality:toy", "data:toy", "variant:daam", "seed:2", "mine"} <= set(
         run.tags
     )  # added, not replaced

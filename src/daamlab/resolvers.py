@@ -2,7 +2,8 @@
 compose fixture) before Hydra composes a config: nothing registers at import time.
 
 - `${if_layers:<run dir>,<high|low>,<k>}`: the layer ablation's layers, from a finished run's gates
-- `${run_name:}`, `${job_type:}`, `${run_tags:}`: how W&B files a run (configs/logger/wandb.yaml)
+- `${run_name:}`, `${job_type:}`, `${run_tags:}`, `${run_id:<run dir>}`: how W&B files a run
+  (configs/logger/wandb.yaml)
 - `${job_folder:${hydra.job.override_dirname}}`: a sweep job's folder (configs/hydra/default.yaml)
 - `${name_of:<path or id>,<fallback>}`: a run on your folder/table/dataset is named after it
 """
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 
 from daamlab.importance import layers_from_run
 from daamlab.rundir import job_folder
-from daamlab.tracking import run_name, run_tags, variant
+from daamlab.tracking import run_id, run_name, run_tags, variant
 
 
 def name_of(where: str | None, fallback: str) -> str:
@@ -36,6 +37,7 @@ RESOLVERS = {
     "run_name": lambda *, _root_: run_name(_root_),
     "job_type": lambda *, _root_: variant(_root_),
     "run_tags": lambda *, _root_: run_tags(_root_),
+    "run_id": run_id,
 }
 
 

@@ -5,7 +5,8 @@ Every logger gets the resolved config (plus `experiment`, the chosen experiment 
 across sweeps) and the parameter counts (W&B: the run's config; CSV: hparams.yaml). W&B files a run
 so that "which variant wins" is one grouping away (configs/logger/wandb.yaml):
 - group: the sweep; job_type: the variant (DAAM and MHSA runs of one sweep apart); name: variant,
-  fold and seed (`daam-f1-s1`, `daam-s2`, `daam-trial3`);
+  fold and seed (`daam-f1-s1`, `daam-s2`, `daam-trial3`); id: from the run's folder, so a resumed
+  run is the same W&B run;
 - tags: the structured ones (experiment, modality, data, variant, fold, seed, search role) *plus*
   the config's `tags` (an experiment's, or `tags=[...]` on the command line: added, not replacing);
 - summary: `val/acc_best` (the best epoch's, not the last), the test metrics and parameter counts;
@@ -18,6 +19,7 @@ Nothing here imports wandb at module level: with `logger=csv` it is never loaded
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,12 @@ def run_name(cfg: DictConfig) -> str:
     parts = [name, *(["tuned"] if role == "tuned" else []), *([pick] if pick else [])]
     parts += [f"f{fold}"] if fold is not None else []
     return "-".join([*parts, f"s{cfg.seed}"])
+
+
+def run_id(run_dir: str) -> str:
+    """The W&B id of the run in run_dir: the same for every start of that run (a resume continues
+    it instead of filing a second run), another for every other folder."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
