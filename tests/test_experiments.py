@@ -112,17 +112,24 @@ def test_layer_ablation_trains_on_the_if_layers_of_a_previous_run(compose, tmp_p
         runs[pick] = train(cfg)
         assert runs[pick].status == "complete" and runs[pick].params["attention"] == 2 * 64  # g=1: 2 d
         assert np.load(out / "gates.npy").shape == (3, 64)
-        assert yaml.safe_load((out / "config.yaml").read_text())["data"]["layers"] == pick_layers(gates, pick, 3)
+        assert yaml.safe_load((out / "config.yaml").read_text())["data"]["layers"] == pick_layers(
+            gates, pick, 3
+        )
     # the pick names the variant everywhere (console table, report, W&B job type), and its tags stay
     assert (runs["high"].variant, runs["low"].variant) == ("daam_v2 · high IF", "daam_v2 · low IF")
-    assert {"table:2e", "pick:low"} <= set(runs["low"].tags) and not any("None" in t for t in runs["low"].tags)
+    assert {"table:2e", "pick:low"} <= set(runs["low"].tags) and not any(
+        "None" in t for t in runs["low"].tags
+    )
 
     sections = build_sections(collect([tmp_path / "ablation_high", tmp_path / "ablation_low"])[0], None)
     (section,) = sections  # the picks are the ablation's inputs, not deviations from its protocol
     low = ",".join(map(str, pick_layers(gates, "low", 3)))
     assert f"daam_v2 · low IF (layers {low})" in [row.label for row in section.rows]
     (comparison,) = section_comparisons(section.rows)  # high vs low: the table's question
-    assert sorted(c.split(" (")[0] for c in (comparison.a, comparison.b)) == ["daam_v2 · high IF", "daam_v2 · low IF"]
+    assert sorted(c.split(" (")[0] for c in (comparison.a, comparison.b)) == [
+        "daam_v2 · high IF",
+        "daam_v2 · low IF",
+    ]
 
 
 def test_layer_ablation_without_a_source_run_is_one_line_of_error(compose, tmp_path, capsys):

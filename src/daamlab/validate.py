@@ -80,7 +80,9 @@ TAG_CHARS = 64  # W&B refuses a tag that is empty or longer
 
 
 def tag_list(v: Any) -> bool:
-    tag = lambda t: isinstance(t, str | int | float) and not isinstance(t, bool) and 1 <= len(str(t)) <= TAG_CHARS
+    tag = lambda t: (
+        isinstance(t, str | int | float) and not isinstance(t, bool) and 1 <= len(str(t)) <= TAG_CHARS
+    )
     return tag(v) or (isinstance(v, list) and all(tag(t) for t in v))
 
 
@@ -263,8 +265,20 @@ RULES = (
     Rule("print_config", one_of("short", "full"), "short or full", "print_config=full"),
     Rule("ckpt_path", text, "last, a checkpoint path, or null", "ckpt_path=last", optional=True),
     Rule("sweep_name", text, "a folder name", "sweep_name=my_sweep"),
-    Rule("tags", tag_list, f"a list of tags of 1-{TAG_CHARS} characters, or one tag", "tags=[ablation,v2]", optional=True),
-    Rule("experiment_tags", tag_list, f"a list of tags of 1-{TAG_CHARS} characters", "experiment_tags=[table:2a]", optional=True),
+    Rule(
+        "tags",
+        tag_list,
+        f"a list of tags of 1-{TAG_CHARS} characters, or one tag",
+        "tags=[ablation,v2]",
+        optional=True,
+    ),
+    Rule(
+        "experiment_tags",
+        tag_list,
+        f"a list of tags of 1-{TAG_CHARS} characters",
+        "experiment_tags=[table:2a]",
+        optional=True,
+    ),
     Rule(
         "torch_threads",
         whole(1),
